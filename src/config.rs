@@ -1,0 +1,320 @@
+//! Validated run settings, and the run identity that `--resume` checks.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How many model layers to place on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum GpuLayers {
+    /// All layers when a GPU backend is built in and present, none otherwise.
+    #[default]
+    Auto,
+    /// Exactly this many layers (0 = CPU only).
+    Count(u32),
+}
+
+impl FromStr for GpuLayers {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(GpuLayers::Auto);
+        }
+        text.parse::<u32>()
+            .map(GpuLayers::Count)
+            .map_err(|_| format!("'{text}' is neither 'auto' nor a layer count"))
+    }
+}
+
+impl fmt::Display for GpuLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuLayers::Auto => write!(f, "auto"),
+            GpuLayers::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Every setting that shapes an answer. Two runs with equal settings, the same model file and
+/// the same question file produce the same answers (greedy), so these form the run identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSettings {
+    /// Most tokens generated per question.
+    pub max_tokens: u32,
+    /// Context per sequence; `None` sizes it from the longest prompt plus `max_tokens`.
+    pub ctx: Option<u32>,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (ignored when greedy).
+    pub top_p: f32,
+    /// Base seed; each question's sampler is seeded from it and the question id.
+    pub seed: u32,
+    /// System prompt, if any.
+    pub system_prompt: Option<String>,
+    /// Only the first N questions of the set.
+    pub limit: Option<usize>,
+    /// Benchmark only: keep generating past end-of-sequence to exactly `max_tokens`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        GenerationSettings {
+            max_tokens: 256,
+            ctx: None,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 42,
+            system_prompt: None,
+            limit: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+impl GenerationSettings {
+    /// Check ranges; each problem is one sentence naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(Error::Usage("--max-tokens must be at least 1".into()));
+        }
+        if let Some(ctx) = self.ctx {
+            if ctx < 32 {
+                return Err(Error::Usage(format!(
+                    "--ctx {ctx} is too small; use at least 32 tokens"
+                )));
+            }
+            if self.max_tokens >= ctx {
+                return Err(Error::Usage(format!(
+                    "--max-tokens {} leaves no room for a prompt in --ctx {ctx}; raise --ctx or lower --max-tokens",
+                    self.max_tokens
+                )));
+            }
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::Usage(format!(
+                "--temperature {} must be a number >= 0 (0 = greedy)",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Usage(format!(
+                "--top-p {} must be in (0, 1]",
+                self.top_p
+            )));
+        }
+        if self.limit == Some(0) {
+            return Err(Error::Usage("--limit must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether decoding is greedy.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// One line per setting that differs from `other` (the run being resumed).
+    pub fn differences(&self, recorded: &GenerationSettings) -> Vec<String> {
+        let now = serde_json::to_value(self).unwrap_or_default();
+        let then = serde_json::to_value(recorded).unwrap_or_default();
+        let mut keys: Vec<&String> = now
+            .as_object()
+            .into_iter()
+            .chain(then.as_object())
+            .flat_map(|o| o.keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|key| {
+                let a = then.get(key).cloned().unwrap_or(serde_json::Value::Null);
+                let b = now.get(key).cloned().unwrap_or(serde_json::Value::Null);
+                (a != b).then(|| format!("  {key}: run has {a}, now {b}"))
+            })
+            .collect()
+    }
+}
+
+/// Settings that change speed and memory but not answers; they may change between sessions of
+/// one run (for instance fewer GPU layers or fewer parallel sequences after an out-of-memory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionSettings {
+    /// Sequences decoded together.
+    pub parallel: u32,
+    /// GPU layers.
+    pub gpu_layers: GpuLayers,
+    /// CPU threads for llama.cpp; `None` = available cores.
+    pub threads: Option<u32>,
+    /// Memory sample period.
+    pub sample_interval_ms: u64,
+    /// Tokens per llama.cpp batch.
+    pub batch_size: u32,
+}
+
+impl Default for ExecutionSettings {
+    fn default() -> Self {
+        ExecutionSettings {
+            parallel: 1,
+            gpu_layers: GpuLayers::Auto,
+            threads: None,
+            sample_interval_ms: 1000,
+            batch_size: 512,
+        }
+    }
+}
+
+impl ExecutionSettings {
+    /// Check ranges; each problem is one sentence naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.parallel == 0 || self.parallel > 512 {
+            return Err(Error::Usage(format!(
+                "--parallel {} must be between 1 and 512",
+                self.parallel
+            )));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+        if self.sample_interval_ms < 50 {
+            return Err(Error::Usage(format!(
+                "--sample-interval-ms {} is too short; use at least 50",
+                self.sample_interval_ms
+            )));
+        }
+        if self.batch_size < 16 {
+            return Err(Error::Usage("--batch-size must be at least 16".into()));
+        }
+        Ok(())
+    }
+
+    /// Threads to give llama.cpp.
+    pub fn effective_threads(&self) -> u32 {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+    }
+}
+
+/// The identity of a run, as stored in `runs`: what `--resume` compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunIdentity {
+    /// sha256 of the model file.
+    pub model_sha256: String,
+    /// sha256 of the question file.
+    pub questions_sha256: String,
+    /// Generation settings.
+    pub settings: GenerationSettings,
+}
+
+impl RunIdentity {
+    /// Every difference between `self` (requested now) and a recorded run, one line each.
+    pub fn differences(&self, recorded: &RunIdentity) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.model_sha256 != recorded.model_sha256 {
+            lines.push(format!(
+                "  model file: run has sha256 {}, now {}",
+                short(&recorded.model_sha256),
+                short(&self.model_sha256)
+            ));
+        }
+        if self.questions_sha256 != recorded.questions_sha256 {
+            lines.push(format!(
+                "  question file: run has sha256 {}, now {}",
+                short(&recorded.questions_sha256),
+                short(&self.questions_sha256)
+            ));
+        }
+        lines.extend(self.settings.differences(&recorded.settings));
+        lines
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_layers_parse() {
+        assert_eq!("auto".parse::<GpuLayers>(), Ok(GpuLayers::Auto));
+        assert_eq!("AUTO".parse::<GpuLayers>(), Ok(GpuLayers::Auto));
+        assert_eq!("33".parse::<GpuLayers>(), Ok(GpuLayers::Count(33)));
+        assert!("-1".parse::<GpuLayers>().is_err());
+        assert!("all".parse::<GpuLayers>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let bad = [
+            GenerationSettings {
+                max_tokens: 0,
+                ..Default::default()
+            },
+            GenerationSettings {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            GenerationSettings {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            GenerationSettings {
+                ctx: Some(128),
+                max_tokens: 200,
+                ..Default::default()
+            },
+            GenerationSettings {
+                limit: Some(0),
+                ..Default::default()
+            },
+        ];
+        let flags = [
+            "--max-tokens",
+            "--temperature",
+            "--top-p",
+            "--max-tokens",
+            "--limit",
+        ];
+        for (settings, flag) in bad.iter().zip(flags) {
+            let message = settings.validate().unwrap_err().to_string();
+            assert!(message.contains(flag), "{message} should name {flag}");
+        }
+        assert!(GenerationSettings::default().validate().is_ok());
+        let exec = ExecutionSettings {
+            parallel: 0,
+            ..Default::default()
+        };
+        assert!(exec
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--parallel"));
+    }
+
+    #[test]
+    fn identity_differences_list_each_setting() {
+        let recorded = RunIdentity {
+            model_sha256: "a".repeat(64),
+            questions_sha256: "b".repeat(64),
+            settings: GenerationSettings::default(),
+        };
+        let mut now = recorded.clone();
+        assert!(now.differences(&recorded).is_empty());
+        now.model_sha256 = "c".repeat(64);
+        now.settings.max_tokens = 128;
+        now.settings.system_prompt = Some("hi".into());
+        let lines = now.differences(&recorded);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("model file"));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("max_tokens: run has 256, now 128")));
+        assert!(lines.iter().any(|l| l.contains("system_prompt")));
+    }
+}

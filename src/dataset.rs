@@ -1,0 +1,630 @@
+//! Question sets: JSONL, a JSON array, or CSV with a header, validated as a whole before any model
+//! is loaded. Every problem names the file, the line and the reason.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Fields the question format defines; everything else is kept in [`Question::extra`].
+const KNOWN_FIELDS: [&str; 7] = [
+    "id",
+    "question",
+    "answer",
+    "answer_index",
+    "choices",
+    "category",
+    "context",
+];
+
+/// One validated question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// Unique id (given, or the 1-based line/row/element number).
+    pub id: String,
+    /// 1-based position in the set.
+    pub ordinal: usize,
+    /// Line in the file where the question starts (for messages).
+    pub line: usize,
+    /// The question text.
+    pub question: String,
+    /// Reference answer text, if any. For multiple choice, the correct choice's text.
+    pub reference: Option<String>,
+    /// Choices of a multiple-choice question.
+    pub choices: Option<Vec<String>>,
+    /// 0-based index of the correct choice, when known.
+    pub answer_index: Option<usize>,
+    /// Free-form category (e.g. era, topic).
+    pub category: Option<String>,
+    /// Passage placed before the question.
+    pub context: Option<String>,
+    /// Unknown fields of the input, kept verbatim.
+    pub extra: Map<String, Value>,
+}
+
+impl Question {
+    /// Whether this is a multiple-choice question.
+    pub fn is_multiple_choice(&self) -> bool {
+        self.choices.is_some()
+    }
+
+    /// The user message sent to the model: context, question and numbered choices, with an
+    /// instruction in the question's language (Korean when it contains Hangul, else English).
+    pub fn user_message(&self) -> String {
+        let korean = contains_hangul(&self.question);
+        let mut message = String::new();
+        if let Some(context) = &self.context {
+            message.push_str(context.trim());
+            message.push_str("\n\n");
+        }
+        message.push_str(self.question.trim());
+        if let Some(choices) = &self.choices {
+            message.push('\n');
+            for (index, choice) in choices.iter().enumerate() {
+                message.push_str(&format!("\n{}. {}", index + 1, choice.trim()));
+            }
+            message.push_str(if korean {
+                "\n\n정답의 번호를 고르고 그 내용을 답하세요."
+            } else {
+                "\n\nAnswer with the number of the correct choice and its text."
+            });
+        }
+        message
+    }
+}
+
+/// A validated question file.
+#[derive(Debug, Clone)]
+pub struct QuestionSet {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// sha256 of the file's bytes: part of a run's identity.
+    pub sha256: String,
+    /// The questions in file order.
+    pub questions: Vec<Question>,
+}
+
+/// Whether `text` contains Hangul syllables or jamo.
+pub fn contains_hangul(text: &str) -> bool {
+    text.chars().any(|c| {
+        matches!(c, '\u{AC00}'..='\u{D7A3}' | '\u{1100}'..='\u{11FF}' | '\u{3130}'..='\u{318F}')
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    JsonLines,
+    JsonArray,
+    Csv,
+}
+
+/// Read and validate a question file. On any problem, returns every problem found, each naming
+/// the file and the line.
+pub fn load(path: &Path) -> Result<QuestionSet> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read question file {}: {e}; check the --questions path",
+            path.display()
+        ))
+    })?;
+    let sha256 = hex_sha256(&bytes);
+    let text = decode_utf8(path, &bytes)?;
+    let format = detect_format(path, text)?;
+    let records = match format {
+        Format::JsonLines => parse_json_lines(path, text),
+        Format::JsonArray => parse_json_array(path, text),
+        Format::Csv => parse_csv(path, text),
+    };
+    let mut problems = Vec::new();
+    let mut questions = Vec::new();
+    for record in records {
+        match record {
+            Ok((line, ordinal, object)) => match validate(object, line, ordinal) {
+                Ok(question) => questions.push(question),
+                Err(reason) => problems.push(format!("{}:{line}: {reason}", path.display())),
+            },
+            Err(problem) => problems.push(problem),
+        }
+    }
+    let mut first_line_of_id: HashMap<&str, usize> = HashMap::new();
+    for question in &questions {
+        if let Some(first) = first_line_of_id.insert(&question.id, question.line) {
+            problems.push(format!(
+                "{}:{}: duplicate id \"{}\" (first used on line {first}); ids must be unique",
+                path.display(),
+                question.line,
+                question.id
+            ));
+        }
+    }
+    if questions.is_empty() && problems.is_empty() {
+        problems.push(format!(
+            "{}: no questions found; the file is empty",
+            path.display()
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(Error::InvalidQuestions(problems));
+    }
+    Ok(QuestionSet {
+        path: path.to_path_buf(),
+        sha256,
+        questions,
+    })
+}
+
+/// sha256 of a byte slice, lowercase hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::InvalidQuestions(vec![format!(
+            "{}:{line}: invalid UTF-8 at byte {}; save the file as UTF-8",
+            path.display(),
+            e.valid_up_to()
+        )])
+    })
+}
+
+fn detect_format(path: &Path, text: &str) -> Result<Format> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("jsonl") | Some("ndjson") => return Ok(Format::JsonLines),
+        Some("csv") => return Ok(Format::Csv),
+        _ => {}
+    }
+    match text.trim_start().chars().next() {
+        Some('[') => Ok(Format::JsonArray),
+        Some('{') => Ok(Format::JsonLines),
+        None => Err(Error::InvalidQuestions(vec![format!(
+            "{}: no questions found; the file is empty",
+            path.display()
+        )])),
+        Some(_) => Err(Error::Usage(format!(
+            "{}: unknown question format; use .jsonl (one JSON object a line), .json (an array) or .csv (with a header)",
+            path.display()
+        ))),
+    }
+}
+
+/// (line, ordinal, object) of one record, or a finished problem message.
+type Record = std::result::Result<(usize, usize, Map<String, Value>), String>;
+
+fn parse_json_lines(path: &Path, text: &str) -> Vec<Record> {
+    let mut records = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(object)) => Ok((line_number, records.len() + 1, object)),
+            Ok(other) => Err(format!(
+                "{}:{line_number}: expected a JSON object, found {}",
+                path.display(),
+                json_kind(&other)
+            )),
+            Err(e) => Err(format!(
+                "{}:{line_number}: invalid JSON: {e}",
+                path.display()
+            )),
+        });
+    }
+    records
+}
+
+fn parse_json_array(path: &Path, text: &str) -> Vec<Record> {
+    let elements: Vec<&serde_json::value::RawValue> = match serde_json::from_str(text) {
+        Ok(elements) => elements,
+        Err(e) => {
+            return vec![Err(format!(
+                "{}:{}: invalid JSON array: {e}",
+                path.display(),
+                e.line()
+            ))]
+        }
+    };
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            // RawValue borrows from `text`, so its offset gives the element's line.
+            let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+            let line = text[..offset].matches('\n').count() + 1;
+            match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Object(object)) => Ok((line, index + 1, object)),
+                Ok(other) => Err(format!(
+                    "{}:{line}: element {} is {}, expected a JSON object",
+                    path.display(),
+                    index + 1,
+                    json_kind(&other)
+                )),
+                Err(e) => Err(format!("{}:{line}: invalid JSON: {e}", path.display())),
+            }
+        })
+        .collect()
+}
+
+fn parse_csv(path: &Path, text: &str) -> Vec<Record> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(headers) => headers.clone(),
+        Err(e) => {
+            return vec![Err(format!(
+                "{}:1: invalid CSV header: {e}",
+                path.display()
+            ))]
+        }
+    };
+    let mut records = Vec::new();
+    for row in reader.records() {
+        records.push(match row {
+            Ok(row) => {
+                let line = row.position().map_or(0, |p| p.line() as usize);
+                let mut object = Map::new();
+                for (header, cell) in headers.iter().zip(row.iter()) {
+                    if cell.is_empty() {
+                        continue;
+                    }
+                    object.insert(header.trim().to_string(), csv_cell(header.trim(), cell));
+                }
+                Ok((line, records.len() + 1, object))
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                Err(format!("{}:{line}: invalid CSV row: {e}", path.display()))
+            }
+        });
+    }
+    records
+}
+
+/// CSV cells are text; `choices` may hold a JSON array or `|`-separated options, and
+/// `answer_index` a number.
+fn csv_cell(header: &str, cell: &str) -> Value {
+    match header {
+        "choices" => {
+            if let Ok(value @ Value::Array(_)) = serde_json::from_str::<Value>(cell) {
+                value
+            } else {
+                Value::Array(
+                    cell.split('|')
+                        .map(|c| Value::String(c.trim().to_string()))
+                        .collect(),
+                )
+            }
+        }
+        "answer_index" => cell
+            .trim()
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(cell.to_string())),
+        _ => Value::String(cell.to_string()),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn optional_text(
+    object: &Map<String, Value>,
+    field: &str,
+) -> std::result::Result<Option<String>, String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(format!(
+            "\"{field}\" must be text, found {}",
+            json_kind(other)
+        )),
+    }
+}
+
+fn validate(
+    object: Map<String, Value>,
+    line: usize,
+    ordinal: usize,
+) -> std::result::Result<Question, String> {
+    let id = match object.get("id") {
+        None | Some(Value::Null) => ordinal.to_string(),
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(other) => {
+            return Err(format!(
+                "\"id\" must be a non-empty string or an integer, found {}",
+                json_kind(other)
+            ))
+        }
+    };
+    let question = match object.get("question") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err("\"question\" is empty".to_string()),
+        None | Some(Value::Null) => return Err("missing required field \"question\"".to_string()),
+        Some(other) => {
+            return Err(format!(
+                "\"question\" must be text, found {}",
+                json_kind(other)
+            ))
+        }
+    };
+    let mut reference = optional_text(&object, "answer")?;
+    let category = optional_text(&object, "category")?;
+    let context = optional_text(&object, "context")?;
+    let choices = match object.get("choices") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let mut choices = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) if !s.trim().is_empty() => choices.push(s.trim().to_string()),
+                    Value::Number(n) => choices.push(n.to_string()),
+                    _ => return Err(format!("choice {} must be non-empty text", index + 1)),
+                }
+            }
+            if choices.len() < 2 {
+                return Err("\"choices\" needs at least two options".to_string());
+            }
+            Some(choices)
+        }
+        Some(other) => {
+            return Err(format!(
+                "\"choices\" must be an array of strings, found {}",
+                json_kind(other)
+            ))
+        }
+    };
+    let mut answer_index = match object.get("answer_index") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().map(|n| n as usize),
+        Some(other) => {
+            return Err(format!(
+                "\"answer_index\" must be a 0-based integer, found {}",
+                json_kind(other)
+            ))
+        }
+    };
+    match (&choices, answer_index) {
+        (None, Some(_)) => return Err("\"answer_index\" given without \"choices\"".to_string()),
+        (Some(choices), Some(index)) => {
+            let Some(correct) = choices.get(index) else {
+                return Err(format!(
+                    "\"answer_index\" {index} is out of range for {} choices (it is 0-based)",
+                    choices.len()
+                ));
+            };
+            if let Some(text) = &reference {
+                if text.trim() != correct {
+                    return Err(format!(
+                        "\"answer\" \"{text}\" disagrees with \"answer_index\" {index} (\"{correct}\")"
+                    ));
+                }
+            }
+            reference = Some(correct.clone());
+        }
+        (Some(choices), None) => {
+            if let Some(text) = &reference {
+                match choices.iter().position(|c| c == text.trim()) {
+                    Some(index) => answer_index = Some(index),
+                    None => {
+                        return Err(format!(
+                            "\"answer\" \"{text}\" is not one of the choices; give the choice's exact text or \"answer_index\""
+                        ))
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    let extra = object
+        .into_iter()
+        .filter(|(key, _)| !KNOWN_FIELDS.contains(&key.as_str()))
+        .collect();
+    Ok(Question {
+        id,
+        ordinal,
+        line,
+        question,
+        reference,
+        choices,
+        answer_index,
+        category,
+        context,
+        extra,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(name: &str, content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(content)
+            .unwrap();
+        (dir, path)
+    }
+
+    fn problems(name: &str, content: &[u8]) -> Vec<String> {
+        let (_dir, path) = write(name, content);
+        match load(&path) {
+            Err(Error::InvalidQuestions(problems)) => problems,
+            other => panic!("expected InvalidQuestions, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jsonl_with_bom_defaults_and_extra_fields() {
+        let (_dir, path) = write(
+            "q.jsonl",
+            "\u{feff}{\"question\":\"세종대왕은?\",\"answer\":\"왕\",\"difficulty\":3}\n\n{\"id\":7,\"question\":\"Q2\",\"choices\":[\"a\",\"b\"],\"answer_index\":1}\n".as_bytes(),
+        );
+        let set = load(&path).unwrap();
+        assert_eq!(set.questions.len(), 2);
+        let first = &set.questions[0];
+        assert_eq!(first.id, "1");
+        assert_eq!(first.reference.as_deref(), Some("왕"));
+        assert_eq!(first.extra.get("difficulty"), Some(&Value::from(3)));
+        let second = &set.questions[1];
+        assert_eq!(
+            (second.id.as_str(), second.line, second.ordinal),
+            ("7", 3, 2)
+        );
+        assert_eq!(second.reference.as_deref(), Some("b"));
+        assert_eq!(set.sha256.len(), 64);
+    }
+
+    #[test]
+    fn json_array_reports_element_lines() {
+        let text = b"[\n  {\"question\": \"ok\"},\n  {\"question\": \"\"},\n  3\n]";
+        let found = problems("q.json", text);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("q.json:3:") && found[0].contains("empty"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("q.json:4:") && found[1].contains("number"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn csv_with_pipe_choices_and_answer_text() {
+        let (_dir, path) = write(
+            "q.csv",
+            "id,question,choices,answer,category,source\nm1,\"Which, one?\",A | B | C,B,era,book\n"
+                .as_bytes(),
+        );
+        let set = load(&path).unwrap();
+        let q = &set.questions[0];
+        assert_eq!(q.choices.as_ref().unwrap().len(), 3);
+        assert_eq!(q.answer_index, Some(1));
+        assert_eq!(q.extra.get("source"), Some(&Value::from("book")));
+        assert_eq!(q.line, 2);
+    }
+
+    #[test]
+    fn every_malformed_input_names_its_line() {
+        let cases: Vec<(&str, &[u8], &str)> = vec![
+            (
+                "q.jsonl",
+                b"{\"question\":\"a\"}\n{not json\n",
+                "q.jsonl:2: invalid JSON",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"a\"}\n{\"answer\":\"x\"}\n",
+                "q.jsonl:2: missing required field",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"  \"}\n",
+                "q.jsonl:1: \"question\" is empty",
+            ),
+            (
+                "q.jsonl",
+                b"{\"id\":\"a\",\"question\":\"x\"}\n{\"id\":\"a\",\"question\":\"y\"}\n",
+                "q.jsonl:2: duplicate id \"a\" (first used on line 1)",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"ok\"}\n{\"question\":\"\xff\xfe\"}\n",
+                "q.jsonl:2: invalid UTF-8",
+            ),
+            ("q.jsonl", b"[1]\n", "q.jsonl:1: expected a JSON object"),
+            (
+                "q.jsonl",
+                b"{\"question\":\"x\",\"choices\":[\"a\",\"b\"],\"answer_index\":2}\n",
+                "out of range",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"x\",\"choices\":[\"a\",\"b\"],\"answer\":\"c\"}\n",
+                "not one of the choices",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"x\",\"answer_index\":0}\n",
+                "without \"choices\"",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"x\",\"choices\":\"a\"}\n",
+                "must be an array",
+            ),
+            (
+                "q.jsonl",
+                b"{\"question\":\"x\",\"id\":[1]}\n",
+                "\"id\" must be",
+            ),
+            ("q.jsonl", b"", "no questions found"),
+            (
+                "q.csv",
+                b"id,question\n1,a\n2,b,extra\n",
+                "q.csv:3: invalid CSV row",
+            ),
+        ];
+        for (name, content, expected) in cases {
+            let found = problems(name, content);
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "{name} {:?}: expected {expected:?} in {found:?}",
+                String::from_utf8_lossy(content)
+            );
+        }
+    }
+
+    #[test]
+    fn user_message_numbers_choices_in_the_question_language() {
+        let question = Question {
+            id: "1".into(),
+            ordinal: 1,
+            line: 1,
+            question: "수도는?".into(),
+            reference: None,
+            choices: Some(vec!["서울".into(), "부산".into()]),
+            answer_index: None,
+            category: None,
+            context: Some("지문".into()),
+            extra: Map::new(),
+        };
+        let message = question.user_message();
+        assert!(
+            message.starts_with("지문\n\n수도는?\n\n1. 서울\n2. 부산"),
+            "{message}"
+        );
+        assert!(message.contains("번호"));
+        let english = Question {
+            question: "Capital?".into(),
+            context: None,
+            ..question
+        };
+        assert!(english.user_message().contains("Answer with the number"));
+    }
+}

@@ -1,0 +1,392 @@
+//! llama.cpp in-process through `llama-cpp-2`: the only module that touches the bindings.
+//!
+//! The engine loads a GGUF model with an explicit number of GPU layers, renders prompts with the
+//! model's own chat template, tokenizes, and hands out [`Session`]s: one llama.cpp context with
+//! `n_seq` independent sequences that the scheduler fills and decodes in shared batches.
+
+use crate::config::{GenerationSettings, GpuLayers};
+use crate::error::{Error, Result};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType, LogOptions};
+use serde::Serialize;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// A token id of the loaded model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(i32);
+
+/// The plain prompt used when the GGUF carries no chat template llama.cpp can apply.
+pub const FALLBACK_FORMAT: &str = "{system}\n\nQuestion: {question}\nAnswer:";
+
+fn backend() -> &'static LlamaBackend {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| {
+        // llama.cpp logs through `tracing`, forwarded to `log`: RUST_LOG=llama_cpp_2=info shows it.
+        llama_cpp_2::send_logs_to_tracing(LogOptions::default());
+        // Only this OnceLock initialises the backend, so the "already initialised" error cannot occur.
+        LlamaBackend::init().expect("llama.cpp backend initialises once per process")
+    })
+}
+
+/// llama.cpp's description of the CPU/GPU features of this build (e.g. `AVX2 = 1`).
+pub fn system_info() -> String {
+    backend();
+    // SAFETY: returns a pointer to a static, NUL-terminated string owned by llama.cpp.
+    unsafe {
+        let text = llama_cpp_sys_2::llama_print_system_info();
+        if text.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(text)
+            .to_string_lossy()
+            .trim()
+            .to_string()
+    }
+}
+
+/// GPU devices that llama.cpp can offload to in this build (empty in a CPU-only build).
+pub fn gpu_devices() -> Vec<GpuDevice> {
+    backend();
+    list_llama_ggml_backend_devices()
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d.device_type,
+                LlamaBackendDeviceType::Gpu | LlamaBackendDeviceType::IntegratedGpu
+            )
+        })
+        .map(|d| GpuDevice {
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            memory_total: d.memory_total as u64,
+            memory_free: d.memory_free as u64,
+        })
+        .collect()
+}
+
+/// A GPU as llama.cpp sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuDevice {
+    /// Device name, e.g. `CUDA0`.
+    pub name: String,
+    /// Description, e.g. `NVIDIA H100 80GB HBM3`.
+    pub description: String,
+    /// Backend name, e.g. `CUDA`.
+    pub backend: String,
+    /// Device memory.
+    pub memory_total: u64,
+    /// Free device memory at the time of the query.
+    pub memory_free: u64,
+}
+
+/// What the loaded model is.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// `general.name`, or the file stem.
+    pub name: String,
+    /// `general.architecture`.
+    pub architecture: String,
+    /// Transformer layers.
+    pub n_layer: u32,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Parameter count.
+    pub n_params: u64,
+    /// Bytes of weights.
+    pub size_bytes: u64,
+    /// Layers placed on the GPU.
+    pub gpu_layers: u32,
+    /// Why that many.
+    pub gpu_layers_reason: String,
+    /// `chat-template` or `fallback`.
+    pub prompt_format: String,
+}
+
+/// A loaded model.
+pub struct Engine {
+    model: LlamaModel,
+    info: ModelInfo,
+    use_chat_template: bool,
+}
+
+impl Engine {
+    /// Load a GGUF model. `gpu_layers` is always set explicitly (the bindings' default changed
+    /// across versions): `Auto` means every layer when llama.cpp reports a GPU, none otherwise.
+    pub fn load(path: &Path, gpu_layers: GpuLayers) -> Result<Engine> {
+        let gpus = gpu_devices();
+        let (layers, reason) = match gpu_layers {
+            GpuLayers::Count(n) => (n, format!("--n-gpu-layers {n}")),
+            GpuLayers::Auto if gpus.is_empty() => (
+                0,
+                if cfg!(feature = "cuda") {
+                    "auto: no GPU visible to llama.cpp, running on CPU".to_string()
+                } else {
+                    "auto: CPU-only build (rebuild with --features cuda for GPU offload)"
+                        .to_string()
+                },
+            ),
+            // More than any model has: llama.cpp clamps to n_layer + 1 (the output layer).
+            GpuLayers::Auto => (
+                u32::MAX / 2,
+                format!("auto: all layers on {}", gpus[0].description),
+            ),
+        };
+        let params = LlamaModelParams::default().with_n_gpu_layers(layers);
+        let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
+            Error::Engine(format!(
+                "llama.cpp could not load {} ({e}); the file may be truncated, not a GGUF model, of an architecture this llama.cpp does not know, or too large for memory (try fewer --n-gpu-layers). RUST_LOG=llama_cpp_2=info shows llama.cpp's reason",
+                path.display()
+            ))
+        })?;
+        let n_layer = model.n_layer();
+        let use_chat_template = model
+            .chat_template(None)
+            .ok()
+            .and_then(|template| {
+                let probe = [LlamaChatMessage::new("user".into(), "x".into()).ok()?];
+                model.apply_chat_template(&template, &probe, true).ok()
+            })
+            .is_some();
+        let name = model
+            .meta_val_str("general.name")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+        let info = ModelInfo {
+            name,
+            architecture: model
+                .meta_val_str("general.architecture")
+                .unwrap_or_default(),
+            n_layer,
+            n_ctx_train: model.n_ctx_train(),
+            n_params: model.n_params(),
+            size_bytes: model.size(),
+            gpu_layers: layers.min(n_layer + 1),
+            gpu_layers_reason: reason,
+            prompt_format: if use_chat_template {
+                "chat-template".into()
+            } else {
+                "fallback".into()
+            },
+        };
+        log::info!(
+            "loaded {} ({}, {} layers, {:.0}M parameters); GPU layers: {} ({}); prompt format: {}",
+            info.name,
+            info.architecture,
+            info.n_layer,
+            info.n_params as f64 / 1e6,
+            info.gpu_layers,
+            info.gpu_layers_reason,
+            info.prompt_format
+        );
+        Ok(Engine {
+            model,
+            info,
+            use_chat_template,
+        })
+    }
+
+    /// What was loaded.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The full prompt for one question: the model's chat template with an optional system
+    /// message, or [`FALLBACK_FORMAT`] when the model has no usable template.
+    pub fn render_prompt(&self, system: Option<&str>, user: &str) -> Result<String> {
+        if self.use_chat_template {
+            let mut messages = Vec::with_capacity(2);
+            if let Some(system) = system {
+                messages.push(chat_message("system", system)?);
+            }
+            messages.push(chat_message("user", user)?);
+            let template = self
+                .model
+                .chat_template(None)
+                .map_err(|e| Error::Engine(format!("chat template vanished: {e}")))?;
+            return self
+                .model
+                .apply_chat_template(&template, &messages, true)
+                .map_err(|e| Error::Engine(format!("chat template failed: {e}")));
+        }
+        let system = system.map(|s| format!("{s}\n\n")).unwrap_or_default();
+        Ok(format!("{system}Question: {user}\nAnswer:"))
+    }
+
+    /// Tokenize a rendered prompt (adding BOS where the model wants it, parsing special tokens).
+    pub fn tokenize(&self, prompt: &str) -> Vec<Token> {
+        self.model
+            .vocab()
+            .tokenize(prompt.as_bytes(), true, true)
+            .into_iter()
+            .map(|t| Token(t.0))
+            .collect()
+    }
+
+    /// Whether `token` ends generation (EOS, EOT, ...).
+    pub fn is_end_of_generation(&self, token: Token) -> bool {
+        self.model.vocab().is_eog(LlamaToken(token.0))
+    }
+
+    /// The bytes of a token's text (a multi-byte character may span tokens).
+    pub fn token_bytes(&self, token: Token) -> Vec<u8> {
+        self.model
+            .vocab()
+            .token_to_piece(LlamaToken(token.0), false, None)
+    }
+
+    /// A sampler for one question. Greedy when the temperature is 0; otherwise top-p, temperature
+    /// and a distribution seeded per question, so a question's answer does not depend on which
+    /// other questions share its batch.
+    pub fn sampler(&self, settings: &GenerationSettings, question_seed: u32) -> SequenceSampler {
+        if settings.is_greedy() {
+            return SequenceSampler(LlamaSampler::greedy());
+        }
+        SequenceSampler(LlamaSampler::chain_simple([
+            LlamaSampler::top_p(settings.top_p, 1),
+            LlamaSampler::temp(settings.temperature),
+            LlamaSampler::dist(question_seed),
+        ]))
+    }
+
+    /// A context with `options.sequences` independent sequences of `options.ctx_per_sequence`
+    /// tokens each. The KV cache is not unified, so llama.cpp splits `n_ctx` evenly: every
+    /// sequence is guaranteed its share and a long answer can never starve another.
+    pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
+        let n_ctx = options
+            .ctx_per_sequence
+            .checked_mul(options.sequences)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                Error::Usage("context x parallel overflows; lower --ctx or --parallel".into())
+            })?;
+        let threads = options.threads as i32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(Some(n_ctx))
+            .with_n_batch(options.batch_size)
+            .with_n_ubatch(options.batch_size.min(512))
+            .with_n_seq_max(options.sequences)
+            .with_kv_unified(false)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let context = self.model.new_context(backend(), params).map_err(|e| {
+            Error::Engine(format!(
+                "llama.cpp could not create a context of {n_ctx} tokens ({} sequences x {}): {e}; this is usually memory: lower --parallel, --ctx or --n-gpu-layers",
+                options.sequences, options.ctx_per_sequence
+            ))
+        })?;
+        Ok(Session {
+            engine: self,
+            context,
+            batch: LlamaBatch::new(options.batch_size as usize, 1),
+            batch_size: options.batch_size as usize,
+        })
+    }
+}
+
+fn chat_message(role: &str, content: &str) -> Result<LlamaChatMessage> {
+    LlamaChatMessage::new(role.into(), content.into())
+        .map_err(|_| Error::Usage(format!("the {role} text contains a NUL byte; remove it")))
+}
+
+/// Shape of a [`Session`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SessionOptions {
+    /// Independent sequences (`--parallel`).
+    pub sequences: u32,
+    /// Tokens of context each sequence owns.
+    pub ctx_per_sequence: u32,
+    /// Most tokens per decode call.
+    pub batch_size: u32,
+    /// CPU threads.
+    pub threads: u32,
+}
+
+/// Per-question sampler state.
+pub struct SequenceSampler(LlamaSampler);
+
+/// A llama.cpp context with a reusable batch.
+pub struct Session<'m> {
+    engine: &'m Engine,
+    context: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+}
+
+impl<'m> Session<'m> {
+    /// The engine this session decodes with.
+    pub fn engine(&self) -> &'m Engine {
+        self.engine
+    }
+
+    /// Most tokens one batch holds.
+    pub fn batch_capacity(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Tokens in the batch being built.
+    pub fn batch_len(&self) -> usize {
+        self.batch.n_tokens() as usize
+    }
+
+    /// Start building a new batch.
+    pub fn clear_batch(&mut self) {
+        self.batch.clear();
+    }
+
+    /// Append a token of sequence `sequence` at position `position`; `wants_logits` marks the
+    /// tokens whose next-token distribution will be sampled. Returns the token's batch index.
+    pub fn push(
+        &mut self,
+        token: Token,
+        position: u32,
+        sequence: u32,
+        wants_logits: bool,
+    ) -> Result<i32> {
+        let index = self.batch.n_tokens();
+        self.batch
+            .add(
+                LlamaToken(token.0),
+                position as i32,
+                &[sequence as i32],
+                wants_logits,
+            )
+            .map_err(|e| Error::Engine(format!("batch overflow: {e}")))?;
+        Ok(index)
+    }
+
+    /// Run the model over the batch.
+    pub fn decode(&mut self) -> Result<()> {
+        self.context.decode(&mut self.batch).map_err(|e| {
+            Error::Engine(format!(
+                "llama.cpp decode failed ({e}); if this is memory, lower --parallel or --n-gpu-layers and --resume"
+            ))
+        })
+    }
+
+    /// Sample the next token of the sequence whose logits sit at `batch_index`. The sampler
+    /// also accepts the token (llama.cpp's `llama_sampler_sample` does both).
+    pub fn sample(&mut self, sampler: &mut SequenceSampler, batch_index: i32) -> Token {
+        Token(sampler.0.sample(&self.context, batch_index).0)
+    }
+
+    /// Drop a finished sequence's KV cache so its slot can take the next question.
+    pub fn forget_sequence(&mut self, sequence: u32) {
+        // Full-sequence removal cannot fail; the Result only guards id conversions.
+        let _ = self.context.clear_kv_cache_seq(Some(sequence), None, None);
+    }
+}

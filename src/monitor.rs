@@ -1,0 +1,152 @@
+//! Memory probe: process RSS, RAM and swap through sysinfo; per-GPU memory and utilisation
+//! through NVML when its library loads (absent NVML is normal, not an error: GPU fields stay empty).
+
+use nvml_wrapper::Nvml;
+use serde::Serialize;
+use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// One GPU's state at a sample.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GpuSample {
+    /// NVML device index.
+    pub index: u32,
+    /// Device name.
+    pub name: String,
+    /// Memory used on the device (all processes).
+    pub used_bytes: u64,
+    /// Device memory.
+    pub total_bytes: u64,
+    /// Kernel utilisation over NVML's last sample period.
+    pub util_pct: Option<u32>,
+}
+
+/// Memory state at one instant.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemorySample {
+    /// When, as stored in the database.
+    pub at: String,
+    /// Resident set size of this process.
+    pub rss_bytes: u64,
+    /// RAM in use on the host (total minus available).
+    pub ram_used_bytes: u64,
+    /// Host RAM.
+    pub ram_total_bytes: u64,
+    /// Swap in use.
+    pub swap_used_bytes: u64,
+    /// Swap configured.
+    pub swap_total_bytes: u64,
+    /// One entry per NVML device; empty without NVML.
+    pub gpus: Vec<GpuSample>,
+}
+
+impl MemorySample {
+    /// GPU memory used, summed over devices; `None` without NVML.
+    pub fn gpu_used_bytes(&self) -> Option<u64> {
+        (!self.gpus.is_empty()).then(|| self.gpus.iter().map(|g| g.used_bytes).sum())
+    }
+}
+
+/// Reads memory figures; keep one per thread that samples.
+pub struct Probe {
+    system: System,
+    pid: Pid,
+    nvml: Option<Nvml>,
+}
+
+impl Probe {
+    /// A probe for this process. NVML is tried once; its absence is logged at debug level.
+    pub fn new() -> Probe {
+        let nvml = match Nvml::init() {
+            Ok(nvml) => Some(nvml),
+            Err(e) => {
+                log::debug!("NVML not available ({e}); GPU memory columns stay NULL");
+                None
+            }
+        };
+        Probe {
+            system: System::new(),
+            pid: Pid::from_u32(std::process::id()),
+            nvml,
+        }
+    }
+
+    /// Whether NVML loaded.
+    pub fn has_nvml(&self) -> bool {
+        self.nvml.is_some()
+    }
+
+    /// Take a sample now.
+    pub fn sample(&mut self) -> MemorySample {
+        self.system
+            .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            false,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        let rss_bytes = self.system.process(self.pid).map_or(0, |p| p.memory());
+        let ram_total_bytes = self.system.total_memory();
+        MemorySample {
+            at: crate::store::now_text(),
+            rss_bytes,
+            ram_used_bytes: ram_total_bytes.saturating_sub(self.system.available_memory()),
+            ram_total_bytes,
+            swap_used_bytes: self.system.used_swap(),
+            swap_total_bytes: self.system.total_swap(),
+            gpus: self.gpu_samples(),
+        }
+    }
+
+    fn gpu_samples(&self) -> Vec<GpuSample> {
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
+        let count = nvml.device_count().unwrap_or(0);
+        (0..count)
+            .filter_map(|index| {
+                let device = nvml.device_by_index(index).ok()?;
+                let memory = device.memory_info().ok()?;
+                Some(GpuSample {
+                    index,
+                    name: device.name().unwrap_or_default(),
+                    used_bytes: memory.used,
+                    total_bytes: memory.total,
+                    util_pct: device.utilization_rates().ok().map(|u| u.gpu),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_reads_real_memory_figures() {
+        let mut probe = Probe::new();
+        let sample = probe.sample();
+        assert!(
+            sample.rss_bytes > 1 << 20,
+            "RSS of a running test is over 1 MiB: {sample:?}"
+        );
+        assert!(sample.ram_total_bytes >= sample.ram_used_bytes);
+        assert!(sample.ram_used_bytes > 0);
+        assert!(sample.swap_total_bytes >= sample.swap_used_bytes);
+        if !probe.has_nvml() {
+            assert!(sample.gpus.is_empty());
+            assert_eq!(sample.gpu_used_bytes(), None);
+        }
+        assert!(
+            sample.at.ends_with('Z') && sample.at.len() == 24,
+            "{}",
+            sample.at
+        );
+    }
+}

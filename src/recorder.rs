@@ -1,0 +1,165 @@
+//! The recorder thread: the run's only writer while it decodes. It commits each finished answer
+//! in its own transaction as soon as it arrives (with a memory snapshot taken at that moment),
+//! takes a memory sample every `--sample-interval-ms`, and keeps the run's heartbeat and active
+//! time current. Keeping SQLite's fsync and the probes here keeps them off the decode loop.
+
+use crate::error::{Error, Result};
+use crate::monitor::Probe;
+use crate::store::{AnswerRow, Store};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Counters the decode side can read while the recorder runs.
+#[derive(Debug, Default)]
+pub struct RecorderState {
+    /// Answers committed in this session.
+    pub committed: AtomicU64,
+    /// Of those, `error` rows.
+    pub committed_errors: AtomicU64,
+    /// Last sampled RSS.
+    pub last_rss_bytes: AtomicU64,
+    /// Last sampled GPU memory (0 without NVML).
+    pub last_gpu_used_bytes: AtomicU64,
+    /// Set when a write failed; the run must stop.
+    pub failed: AtomicBool,
+    /// The first write failure.
+    pub failure: Mutex<Option<String>>,
+}
+
+/// Handle to the recorder thread.
+pub struct Recorder {
+    sender: Option<Sender<AnswerRow>>,
+    handle: Option<JoinHandle<()>>,
+    state: Arc<RecorderState>,
+}
+
+impl Recorder {
+    /// Start recording run `run_id` into the database at `db` (a second connection of its own).
+    pub fn start(db: &Path, run_id: i64, sample_interval: Duration) -> Result<Recorder> {
+        let store = Store::open(db)?;
+        let state = Arc::new(RecorderState::default());
+        let (sender, receiver) = mpsc::channel::<AnswerRow>();
+        let thread_state = Arc::clone(&state);
+        let handle = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || {
+                let mut probe = Probe::new();
+                let mut last_heartbeat = Instant::now();
+                let mut next_sample = Instant::now();
+                let fail = |error: Error| {
+                    log::error!("recording failed: {error}");
+                    let mut failure = thread_state
+                        .failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    failure.get_or_insert_with(|| error.to_string());
+                    thread_state.failed.store(true, Ordering::SeqCst);
+                };
+                loop {
+                    let now = Instant::now();
+                    if now >= next_sample {
+                        let sample = probe.sample();
+                        thread_state
+                            .last_rss_bytes
+                            .store(sample.rss_bytes, Ordering::Relaxed);
+                        thread_state
+                            .last_gpu_used_bytes
+                            .store(sample.gpu_used_bytes().unwrap_or(0), Ordering::Relaxed);
+                        let elapsed = last_heartbeat.elapsed();
+                        last_heartbeat = Instant::now();
+                        if let Err(e) = store
+                            .insert_memory_sample(run_id, &sample)
+                            .and_then(|_| store.heartbeat(run_id, elapsed.as_millis() as i64))
+                        {
+                            fail(e);
+                        }
+                        next_sample = now + sample_interval;
+                    }
+                    match receiver
+                        .recv_timeout(next_sample.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(mut row) => {
+                            let snapshot = probe.sample();
+                            row.rss_bytes = Some(snapshot.rss_bytes as i64);
+                            row.gpu_used_bytes = snapshot.gpu_used_bytes().map(|b| b as i64);
+                            match store.insert_answer(run_id, &row) {
+                                Ok(()) => {
+                                    thread_state.committed.fetch_add(1, Ordering::SeqCst);
+                                    if !row.ok {
+                                        thread_state
+                                            .committed_errors
+                                            .fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
+                                Err(e) => fail(e),
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                // Last sample and the active time since the last heartbeat.
+                let sample = probe.sample();
+                let elapsed = last_heartbeat.elapsed();
+                if let Err(e) = store
+                    .insert_memory_sample(run_id, &sample)
+                    .and_then(|_| store.heartbeat(run_id, elapsed.as_millis() as i64))
+                {
+                    fail(e);
+                }
+            })
+            .map_err(|e| Error::Engine(format!("cannot start the recorder thread: {e}")))?;
+        Ok(Recorder {
+            sender: Some(sender),
+            handle: Some(handle),
+            state,
+        })
+    }
+
+    /// Queue a finished answer for commit.
+    pub fn record(&self, row: AnswerRow) {
+        if let Some(sender) = &self.sender {
+            if sender.send(row).is_err() {
+                self.state.failed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Shared counters.
+    pub fn state(&self) -> &Arc<RecorderState> {
+        &self.state
+    }
+
+    /// Commit everything queued, stop the thread, and report the first write failure, if any.
+    pub fn finish(mut self) -> Result<()> {
+        self.sender.take();
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                return Err(Error::Engine("the recorder thread panicked".into()));
+            }
+        }
+        let failure = self
+            .state
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match failure {
+            Some(message) => Err(Error::Engine(format!("writing results failed: {message}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
