@@ -18,18 +18,21 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: all deps build model models run test lint fmt clean
+.PHONY: all deps pydeps build model models run run-bg status stop monitor test bench lint fmt clean
 
 all: build
 
 # Tools llama-cpp-sys-2 needs to build llama.cpp (cmake, clang/libclang for bindgen), plus the
-# sqlite3 shell for the README's queries. Installed only when missing.
+# sqlite3 shell for the README's queries, headless Chromium (and a Korean font) for the test that
+# renders the HTML report. Installed only when missing.
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v clang >/dev/null || missing="$$missing clang"; \
 	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list :lang=ko 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
 	command -v unzip >/dev/null || true; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -51,6 +54,10 @@ model: $(if $(BLLOSSOM),,$(SMOLLM))
 # Every model the test suite uses.
 models: $(SMOLLM) $(GEMMA)
 
+# Python packages scripts/make_gguf.py needs to write the tests' tiny GGUF models.
+pydeps:
+	@python3 -c 'import gguf, numpy' 2>/dev/null || python3 -m pip install --quiet gguf numpy
+
 run: build model
 	@echo "running $(QUESTIONS) through $(MODEL) into $(DB)"
 	$(BIN) run --model $(MODEL) --questions $(QUESTIONS) --db $(DB) --parallel $(PARALLEL) --resume $(RUN_ARGS); \
@@ -59,9 +66,29 @@ run: build model
 
 # Tests build in the release profile, so llama.cpp is compiled once (about 7 minutes on 2
 # cores) and shared with `make run`; the end-to-end tests run the real binary on real models.
-test: deps models
+test: deps models pydeps
 	$(CARGO) build --release $(FEATURES)
 	$(CARGO) test --release $(FEATURES) -- --test-threads=1
+
+# The team's habit, as targets: a background run (resumes if one is unfinished), its status, a
+# graceful stop, and a live memory view.
+LOG ?= run.log
+run-bg: build model
+	nohup $(BIN) run --model $(MODEL) --questions $(QUESTIONS) --db $(DB) --parallel $(PARALLEL) --resume $(RUN_ARGS) >>$(LOG) 2>&1 & echo $$! > run.pid
+	@echo "started process $$(cat run.pid) in the background; log: $(LOG); then: make status / make stop"
+status:
+	@$(BIN) status --db $(DB)
+stop:
+	@$(BIN) stop --db $(DB)
+monitor:
+	@$(BIN) monitor
+
+# docent-eval against llama-batched-bench, llama-server and llama-cpp-python on the same work
+# (builds those tools first, once); writes bench/results.md. REPS=3 takes about 30 minutes here.
+REPS ?= 3
+bench: build $(SMOLLM)
+	scripts/bench/build-tools.sh
+	python3 scripts/bench/bench.py --reps $(REPS) --out bench/results.md
 
 lint:
 	$(CARGO) fmt --check

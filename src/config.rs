@@ -153,6 +153,13 @@ pub struct ExecutionSettings {
     pub sample_interval_ms: u64,
     /// Tokens per llama.cpp batch.
     pub batch_size: u32,
+    /// Prefill the prompt prefix shared by all questions once and copy its KV cache.
+    #[serde(default = "enabled")]
+    pub prefix_cache: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Default for ExecutionSettings {
@@ -163,6 +170,7 @@ impl Default for ExecutionSettings {
             threads: None,
             sample_interval_ms: 1000,
             batch_size: 512,
+            prefix_cache: true,
         }
     }
 }

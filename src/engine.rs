@@ -74,6 +74,45 @@ pub fn gpu_devices() -> Vec<GpuDevice> {
         .collect()
 }
 
+/// llama.cpp's own memory fitting (`common_fit_params`, as `llama-server --fit` uses it): the
+/// number of layers to offload so that a context of `n_ctx` tokens in `n_seq` sequences fits the
+/// free memory of the GPUs, keeping `margin_bytes` free on each. It reads only the model's
+/// metadata (llama.cpp loads it with `no_alloc`). Only meaningful when a GPU backend is present.
+pub fn fit_gpu_layers(
+    path: &Path,
+    n_ctx: u32,
+    n_seq: u32,
+    n_batch: u32,
+    margin_bytes: u64,
+) -> Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    backend();
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("--model {} contains a NUL byte", path.display())))?;
+    let mut context_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx.max(1)))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch.min(512))
+        .with_n_seq_max(n_seq.max(1))
+        .with_kv_unified(false);
+    // SAFETY: returns a constant of the linked llama.cpp.
+    let devices = unsafe { llama_cpp_sys_2::llama_max_devices() }.max(1);
+    let mut margins = vec![usize::try_from(margin_bytes).unwrap_or(usize::MAX); devices];
+    let mut params = std::pin::pin!(LlamaModelParams::default());
+    params
+        .as_mut()
+        .fit_params(
+            &c_path,
+            &mut context_params,
+            &mut margins,
+            (n_ctx / n_seq.max(1)).max(1),
+            llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR,
+        )
+        .map_err(|e| Error::Engine(format!("llama.cpp fit_params: {e}")))?;
+    // -1 (the default, left alone when everything fits) means every layer.
+    Ok(u32::try_from(params.n_gpu_layers()).unwrap_or(u32::MAX / 2))
+}
+
 /// A GPU as llama.cpp sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GpuDevice {
@@ -141,6 +180,12 @@ impl Engine {
                 format!("auto: all layers on {}", gpus[0].description),
             ),
         };
+        Engine::load_placed(path, layers, reason)
+    }
+
+    /// Load a GGUF model with exactly `layers` layers offloaded (clamped by llama.cpp to
+    /// `n_layer + 1`); `reason` says why that many and is stored with the run.
+    pub fn load_placed(path: &Path, layers: u32, reason: String) -> Result<Engine> {
         let params = LlamaModelParams::default().with_n_gpu_layers(layers);
         let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
             Error::Engine(format!(
@@ -198,6 +243,11 @@ impl Engine {
             info,
             use_chat_template,
         })
+    }
+
+    /// Whether a sequence's KV cache can be copied to another (not for recurrent state models).
+    pub fn supports_sequence_copy(&self) -> bool {
+        !self.model.is_recurrent() && !self.model.is_hybrid()
     }
 
     /// What was loaded.
@@ -382,6 +432,15 @@ impl<'m> Session<'m> {
     /// also accepts the token (llama.cpp's `llama_sampler_sample` does both).
     pub fn sample(&mut self, sampler: &mut SequenceSampler, batch_index: i32) -> Token {
         Token(sampler.0.sample(&self.context, batch_index).0)
+    }
+
+    /// Copy sequence `source`'s KV cache into `destination` (replacing what it held). Streams are
+    /// separate (KV not unified), so llama.cpp copies the buffer at the next decode.
+    pub fn copy_sequence(&mut self, source: u32, destination: u32) {
+        // Whole-sequence copies take no positions, so the conversion cannot fail.
+        let _ = self
+            .context
+            .copy_kv_cache_seq(source as i32, destination as i32, None, None);
     }
 
     /// Drop a finished sequence's KV cache so its slot can take the next question.

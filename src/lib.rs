@@ -10,6 +10,7 @@ pub mod control;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod monitor;
 pub mod preflight;
 pub mod progress;

@@ -124,6 +124,52 @@ impl Default for Probe {
     }
 }
 
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// One line of the live view: RAM, swap and each GPU.
+pub fn sample_line(sample: &MemorySample) -> String {
+    let mut line = format!(
+        "{}  RAM {:6.2} / {:.2} GiB  swap {:6.2} / {:.2} GiB",
+        sample.at,
+        gib(sample.ram_used_bytes),
+        gib(sample.ram_total_bytes),
+        gib(sample.swap_used_bytes),
+        gib(sample.swap_total_bytes)
+    );
+    for gpu in &sample.gpus {
+        line += &format!(
+            "  GPU{} {} {:6.2} / {:.2} GiB {:>3}%",
+            gpu.index,
+            gpu.name,
+            gib(gpu.used_bytes),
+            gib(gpu.total_bytes),
+            gpu.util_pct.map_or("-".to_string(), |u| u.to_string())
+        );
+    }
+    line
+}
+
+/// `docent-eval monitor`: print a sample line every `interval` (the team's
+/// `watch nvidia-smi; free -h`), `count` times or until interrupted.
+pub fn watch(interval: std::time::Duration, count: Option<u64>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut probe = Probe::new();
+    if !probe.has_nvml() {
+        writeln!(out, "NVML not available: showing RAM and swap only")?;
+    }
+    let mut printed = 0u64;
+    loop {
+        writeln!(out, "{}", sample_line(&probe.sample()))?;
+        out.flush()?;
+        printed += 1;
+        if count.is_some_and(|c| printed >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use crate::dataset::{self, Question, QuestionSet};
 use crate::engine::{Engine, SessionOptions, Token};
 use crate::error::{exit_code, Error, Result};
 use crate::recorder::Recorder;
-use crate::scheduler::{self, Completion, Control, Ended, Job, Limits};
+use crate::scheduler::{self, Completion, Control, Ended, Job, Limits, SharedPrefix};
 use crate::store::{self, AnswerRow, NewRun, RunRecord, RunStatus, Store};
 use crate::{preflight, progress, score};
 use serde_json::json;
@@ -36,6 +36,10 @@ pub struct RunRequest {
     pub execution: ExecutionSettings,
     /// Seconds in-flight questions get to finish after a stop request.
     pub grace: Duration,
+    /// Benchmark only: decode as usual but commit no answers and take no memory samples.
+    pub discard_answers: bool,
+    /// Run even when preflight predicts the model will not fit.
+    pub force: bool,
 }
 
 /// How a run invocation ended.
@@ -58,6 +62,9 @@ pub struct RunOutcome {
     /// One sentence for the user.
     pub message: String,
 }
+
+/// Shortest shared prompt prefix worth its own KV sequence, in tokens.
+const MIN_SHARED_PREFIX: usize = 8;
 
 /// sha256 of a file, streamed (a multi-GB model is never read into memory).
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -89,6 +96,15 @@ pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     let set = dataset::load(&request.questions)?;
     let model_size = preflight::check_model_file(&request.model)?;
     let questions = limited(&set, request.generation.limit);
+    // Memory preflight from the GGUF header: a run predicted not to fit is refused here, before
+    // the store is opened or the weights load (unless --force).
+    let preflight = preflight::check_run(
+        &request.model,
+        questions,
+        &request.generation,
+        &request.execution,
+        request.force,
+    )?;
 
     let store = Store::open(&request.db)?;
     log::info!(
@@ -133,7 +149,7 @@ pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     let (pid, started) = control::this_process();
     store.claim_run(run_id, pid, &started, control::holder_alive)?;
 
-    match execute(&store, request, run_id, questions, stop) {
+    match execute(&store, request, run_id, questions, stop, &preflight) {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
             let reason = error.to_string();
@@ -267,6 +283,7 @@ fn execute(
     run_id: i64,
     questions: &[Question],
     stop: &StopSignal,
+    preflight: &preflight::RunPreflight,
 ) -> Result<RunOutcome> {
     let answered: HashSet<String> = store.answered_question_ids(run_id)?;
     let pending: Vec<usize> = (0..questions.len())
@@ -279,7 +296,20 @@ fn execute(
         pending.len()
     );
 
-    let engine = Engine::load(&request.model, request.execution.gpu_layers)?;
+    let placement = preflight.placement_for_load(request.execution.gpu_layers, &request.model);
+    let engine = Engine::load_placed(
+        &request.model,
+        placement.gpu_layers,
+        placement.reason.clone(),
+    )
+    .map_err(|error| match error {
+        // The header said so already: name the cause in the failed run's reason.
+        Error::Engine(message) if preflight.report.model.is_truncated() => Error::Engine(format!(
+            "{message}. Preflight: the file is {} bytes but its header declares {}: it is truncated (re-download or re-convert it and start a new run: a different file is a different run)",
+            preflight.report.model.file_bytes, preflight.report.model.declared_file_bytes
+        )),
+        other => other,
+    })?;
     let settings = &request.generation;
     let system = settings.system_prompt.as_deref();
     let max_tokens = settings.max_tokens as usize;
@@ -322,11 +352,27 @@ fn execute(
         })
         .collect();
 
-    let runnable = pending
+    let runnable: Vec<usize> = pending
         .iter()
-        .filter(|&&i| matches!(prepared[i], Prepared::Ready(_)))
-        .count();
-    let sequences = (request.execution.parallel as usize).min(runnable.max(1)) as u32;
+        .copied()
+        .filter(|&i| matches!(prepared[i], Prepared::Ready(_)))
+        .collect();
+    let slots = (request.execution.parallel as usize).min(runnable.len().max(1)) as u32;
+    // The prefix is taken over every question of the run, so it is the same in every session.
+    let shared = if request.execution.prefix_cache && engine.supports_sequence_copy() {
+        scheduler::common_prefix(prepared.iter().filter_map(|p| match p {
+            Prepared::Ready(tokens) => Some(tokens.as_slice()),
+            Prepared::Rejected(_) => None,
+        }))
+    } else {
+        Vec::new()
+    };
+    // A short prefix is not worth a sequence of its own.
+    let prefix = SharedPrefix {
+        sequence: slots,
+        tokens: if shared.len() >= MIN_SHARED_PREFIX { shared } else { Vec::new() },
+    };
+    let sequences = slots + u32::from(!prefix.tokens.is_empty());
     let threads = request.execution.effective_threads();
     let options = SessionOptions {
         sequences,
@@ -334,29 +380,62 @@ fn execute(
         batch_size: request.execution.batch_size.max(sequences),
         threads,
     };
+    // The prediction for the settings really used (context and prompt lengths now known).
+    let predicted = preflight.refined(
+        options.ctx_per_sequence,
+        options.sequences,
+        options.batch_size,
+        (longest as u32)
+            .saturating_mul(options.sequences)
+            .min(options.batch_size),
+        engine.info().gpu_layers,
+    );
+    store.set_predicted_peak(run_id, predicted.host_peak)?;
+    log::info!(
+        "predicted peak: RSS {}, GPU {} (KV cache {}, compute {})",
+        preflight::hardware::gib(predicted.host_peak),
+        preflight::hardware::gib(predicted.gpu_peak),
+        preflight::hardware::gib(predicted.host.kv_cache + predicted.gpu.kv_cache),
+        preflight::hardware::gib(predicted.host.compute + predicted.gpu.compute)
+    );
     let engine_json = json!({
+        "placement": placement,
+        "preflight": {
+            "verdict": preflight.report.verdict(),
+            "verdict_text": preflight.report.evaluation.verdict_text,
+            "predicted_peak_rss_bytes": predicted.host_peak,
+            "predicted_gpu_bytes": predicted.gpu_peak,
+            "estimate": predicted,
+            "hardware": preflight.report.hardware,
+        },
         "model": engine.info(),
         "session": options,
+        "shared_prefix_tokens": prefix.tokens.len(),
         "execution": request.execution,
     });
     store.set_engine_json(run_id, &engine_json.to_string())?;
     let mut session = engine.session(options)?;
     log::info!(
-        "context: {} tokens per sequence x {} sequences; batch {}; {} threads",
+        "context: {} tokens per sequence x {} sequences; batch {}; {} threads; shared prompt prefix: {} tokens",
         options.ctx_per_sequence,
         options.sequences,
         options.batch_size,
-        threads
+        threads,
+        prefix.tokens.len()
     );
 
-    let recorder = Recorder::start(
-        &request.db,
-        run_id,
-        Duration::from_millis(request.execution.sample_interval_ms),
-    )?;
+    let recorder = if request.discard_answers {
+        Recorder::discarding()
+    } else {
+        Recorder::start(
+            &request.db,
+            run_id,
+            Duration::from_millis(request.execution.sample_interval_ms),
+        )?
+    };
     let mut progress = progress::Progress::new(questions.len() as u64, answered.len() as u64);
 
-    let mut jobs_vec = Vec::with_capacity(runnable);
+    let mut jobs_vec = Vec::with_capacity(runnable.len());
     for &index in &pending {
         let question = &questions[index];
         match &prepared[index] {
@@ -379,7 +458,7 @@ fn execute(
     }
     let mut jobs = jobs_vec.into_iter();
     let limits = Limits {
-        sequences,
+        sequences: slots,
         max_tokens,
         ignore_eos: settings.ignore_eos,
     };
@@ -401,14 +480,22 @@ fn execute(
         progress.advance(true, completion.completion_tokens as u64, recorder.state());
         recorder.record(answer_row(question, &completion, scores));
     };
+    let decode_started = std::time::Instant::now();
     let ended = scheduler::run(
         &mut session,
         limits,
+        &prefix,
         &mut jobs,
         &mut control,
         &mut on_complete,
     );
+    let decode_seconds = decode_started.elapsed().as_secs_f64();
     let write_result = recorder.finish();
+    // `make bench` reads this line: the decode loop's wall time, without load and tokenization.
+    log::info!(
+        "decode loop: {} questions in {decode_seconds:.3} s",
+        state.committed.load(Ordering::SeqCst)
+    );
     progress.finish();
     let ended = ended?;
     write_result?;
@@ -416,6 +503,20 @@ fn execute(
     let (answered_rows, errors) = counts(store, run_id)?;
     let total = questions.len() as i64;
     let committed_now = state.committed.load(Ordering::SeqCst);
+    if request.discard_answers {
+        let reason = "benchmark run: answers were discarded";
+        store.end_session(run_id, RunStatus::Interrupted, Some(reason), 0)?;
+        return Ok(RunOutcome {
+            run_id,
+            status: RunStatus::Interrupted,
+            committed_now,
+            total,
+            answered: answered_rows,
+            errors,
+            exit_code: exit_code::OK,
+            message: format!("run {run_id}: {reason}"),
+        });
+    }
     let (status, exit, message) = if ended == Ended::AllDone && answered_rows == total {
         let exit = if errors > 0 {
             exit_code::SOME_FAILED
@@ -464,7 +565,7 @@ fn answer_row(question: &Question, c: &Completion, scores: score::Scores) -> Ans
         error: None,
         finish_reason: Some(c.finish_reason.as_str().to_string()),
         prompt_tokens: Some(c.prompt_tokens as i64),
-        prompt_tokens_reused: Some(0),
+        prompt_tokens_reused: Some(c.prompt_tokens_reused as i64),
         completion_tokens: Some(c.completion_tokens as i64),
         queued_at: Some(store::time_text(c.queued_at)),
         started_at: Some(store::time_text(c.started_at)),
@@ -504,4 +605,39 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
+}
+
+/// A question's prompt exactly as the model receives it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RenderedPrompt {
+    /// Question id.
+    pub id: String,
+    /// The rendered prompt text (chat template applied).
+    pub prompt: String,
+    /// Its length in the model's tokens.
+    pub prompt_tokens: usize,
+}
+
+/// Render every question's prompt with the model's chat template (for inspection and for
+/// feeding the same prompts to other tools in `make bench`).
+pub fn render_prompts(
+    model: &Path,
+    questions: &Path,
+    system_prompt: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<RenderedPrompt>> {
+    let set = dataset::load(questions)?;
+    preflight::check_model_file(model)?;
+    let engine = Engine::load(model, crate::config::GpuLayers::Count(0))?;
+    limited(&set, limit)
+        .iter()
+        .map(|q| {
+            let prompt = engine.render_prompt(system_prompt, &q.user_message())?;
+            Ok(RenderedPrompt {
+                id: q.id.clone(),
+                prompt_tokens: engine.tokenize(&prompt).len(),
+                prompt,
+            })
+        })
+        .collect()
 }

@@ -52,6 +52,8 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// Prompt tokens.
     pub prompt_tokens: usize,
+    /// Prompt tokens taken from the shared prefix instead of being computed.
+    pub prompt_tokens_reused: usize,
     /// Generated tokens (an end-of-generation token is not counted).
     pub completion_tokens: usize,
     /// Taken for decoding.
@@ -101,6 +103,16 @@ pub struct Limits {
     pub ignore_eos: bool,
 }
 
+/// Tokens every prompt starts with (chat-template header, system prompt), prefilled once into
+/// their own sequence and copied into each slot instead of being recomputed per question.
+#[derive(Debug, Clone, Default)]
+pub struct SharedPrefix {
+    /// The common tokens; empty disables the cache.
+    pub tokens: Vec<Token>,
+    /// The sequence id that holds them (one past the slots).
+    pub sequence: u32,
+}
+
 /// Wall-clock times derived from one monotonic clock, so differences are exact and ordered.
 struct Clock {
     origin: Instant,
@@ -123,6 +135,7 @@ impl Clock {
 
 struct Active {
     job: Job,
+    reused: usize,
     prefilled: usize,
     next_position: u32,
     pending_token: Option<Token>,
@@ -143,6 +156,7 @@ fn ms(from: Instant, to: Instant) -> f64 {
 pub fn run(
     session: &mut Session<'_>,
     limits: Limits,
+    prefix: &SharedPrefix,
     jobs: &mut dyn Iterator<Item = Job>,
     control: &mut dyn FnMut() -> Control,
     on_complete: &mut dyn FnMut(Completion),
@@ -151,19 +165,28 @@ pub fn run(
     let clock = Clock::new();
     let mut slots: Vec<Option<Active>> = (0..limits.sequences).map(|_| None).collect();
     let mut jobs_exhausted = false;
+    prefill_prefix(session, prefix)?;
     loop {
         let command = control();
         if command == Control::Abort {
             return Ok(Ended::Stopped);
         }
         if command == Control::Continue && !jobs_exhausted {
-            for slot in slots.iter_mut().filter(|s| s.is_none()) {
+            for (sequence, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
                 match jobs.next() {
                     Some(job) => {
+                        // Reuse the prefix, but always compute the last prompt token: its logits
+                        // give the first answer token.
+                        let reused = if prefix.tokens.is_empty() {
+                            0
+                        } else {
+                            prefix.tokens.len().min(job.prompt.len() - 1)
+                        };
                         *slot = Some(Active {
                             job,
-                            prefilled: 0,
-                            next_position: 0,
+                            reused,
+                            prefilled: reused,
+                            next_position: reused as u32,
                             pending_token: None,
                             logits_at: None,
                             generated: 0,
@@ -171,7 +194,10 @@ pub fn run(
                             queued: Instant::now(),
                             started: None,
                             first_token: None,
-                        })
+                        });
+                        if reused > 0 {
+                            session.copy_sequence(prefix.sequence, sequence as u32);
+                        }
                     }
                     None => {
                         jobs_exhausted = true;
@@ -227,8 +253,14 @@ pub fn run(
             active.prefilled += chunk;
         }
 
+        let decode_start = Instant::now();
+        let batch_tokens = session.batch_len();
         session.decode()?;
         let sampled_at = Instant::now();
+        log::trace!(
+            "decoded {batch_tokens} tokens in {:.1} ms",
+            ms(decode_start, sampled_at)
+        );
 
         for (sequence, slot) in slots.iter_mut().enumerate() {
             let Some(active) = slot else { continue };
@@ -252,6 +284,35 @@ pub fn run(
             }
         }
     }
+}
+
+fn prefill_prefix(session: &mut Session<'_>, prefix: &SharedPrefix) -> Result<()> {
+    for (chunk_index, chunk) in prefix.tokens.chunks(session.batch_capacity()).enumerate() {
+        session.clear_batch();
+        let start = chunk_index * session.batch_capacity();
+        for (offset, &token) in chunk.iter().enumerate() {
+            session.push(token, (start + offset) as u32, prefix.sequence, false)?;
+        }
+        session.decode()?;
+    }
+    Ok(())
+}
+
+/// Tokens all `prompts` start with.
+pub fn common_prefix<'a>(mut prompts: impl Iterator<Item = &'a [Token]>) -> Vec<Token> {
+    let Some(first) = prompts.next() else {
+        return Vec::new();
+    };
+    let mut length = first.len();
+    for prompt in prompts {
+        length = first
+            .iter()
+            .zip(prompt)
+            .take(length)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    first[..length].to_vec()
 }
 
 /// Generated bytes as text. A character cut by the token limit is dropped rather than shown as
@@ -281,6 +342,7 @@ fn complete(
         text: decode_text(done.text),
         finish_reason: reason,
         prompt_tokens: done.job.prompt.len(),
+        prompt_tokens_reused: done.reused,
         completion_tokens: done.generated,
         queued_at: clock.wall(done.queued),
         started_at: clock.wall(started),

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Build the reference tools `make bench` compares docent-eval against, with the same CPU flags as
+# the llama.cpp that llama-cpp-sys-2 compiles into docent-eval (GGML_NATIVE=OFF, AVX/AVX2/FMA/F16C/
+# BMI2 on, OpenMP, Release), into bench/work/:
+#   llama-batched-bench  the crate's own vendored llama.cpp (exact library match), with
+#                        tools/batched-bench/ taken from the llama-cpp-python sdist (the crate
+#                        ships no tools/ sources);
+#   llama-server, libllama.so
+#                        the llama-cpp-python sdist's full vendored tree (its own commit);
+#   llama-cpp-python     the Python package from the same sdist, without a second llama.cpp
+#                        build: it loads bench/work/lcp-build/bin/libllama.so (LLAMA_CPP_LIB_PATH).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LCP_VERSION=${LCP_VERSION:-0.3.36}
+work=bench/work
+mkdir -p "$work"
+jobs=$(nproc)
+flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
+       -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
+       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_APP=OFF)
+
+crate_src=$(cargo metadata --format-version 1 2>/dev/null | python3 -c '
+import json, sys, os
+meta = json.load(sys.stdin)
+pkg = next(p for p in meta["packages"] if p["name"] == "llama-cpp-sys-2")
+print(os.path.join(os.path.dirname(pkg["manifest_path"]), "llama.cpp"))')
+
+if [ ! -d "$work/llama-cpp-python-$LCP_VERSION" ]; then
+  python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$LCP_VERSION" -d "$work"
+  tar -xzf "$work/llama_cpp_python-$LCP_VERSION.tar.gz" -C "$work"
+  mv "$work/llama_cpp_python-$LCP_VERSION" "$work/llama-cpp-python-$LCP_VERSION"
+fi
+sdist="$work/llama-cpp-python-$LCP_VERSION"
+sdist_src="$sdist/vendor/llama.cpp"
+
+if [ ! -x "$work/crate-build/bin/llama-batched-bench" ]; then
+  rm -rf "$work/crate-src" && cp -r "$crate_src" "$work/crate-src" && chmod -R u+w "$work/crate-src"
+  cp "$sdist_src"/tools/batched-bench/* "$work/crate-src/tools/batched-bench/"
+  # Build only batched-bench from the tools directory (the crate's copy lacks the other tools).
+  printf 'add_subdirectory(batched-bench)\n' > "$work/crate-src/tools/CMakeLists.txt"
+  cmake -S "$work/crate-src" -B "$work/crate-build" "${flags[@]}" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  cmake --build "$work/crate-build" --target llama-batched-bench -j "$jobs" >/dev/null
+fi
+
+if [ ! -x "$work/lcp-build/bin/llama-server" ]; then
+  cmake -S "$sdist_src" -B "$work/lcp-build" "${flags[@]}" -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON >/dev/null
+  cmake --build "$work/lcp-build" --target llama-server llama -j "$jobs" >/dev/null
+fi
+
+if ! python3 -c 'import llama_cpp' 2>/dev/null; then
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF" python3 -m pip install --quiet "$sdist"
+fi
+
+{
+  echo "crate llama.cpp: $crate_src (llama-cpp-sys-2 $(basename "$(dirname "$crate_src")" | sed 's/llama-cpp-sys-2-//'))"
+  echo "sdist llama.cpp: llama-cpp-python $LCP_VERSION vendor/llama.cpp"
+  echo "files differing between the two trees: src/ $(diff -rq "$crate_src/src" "$sdist_src/src" | wc -l), ggml/src/ $(diff -rq "$crate_src/ggml/src" "$sdist_src/ggml/src" | wc -l), include/ $(diff -rq "$crate_src/include" "$sdist_src/include" | wc -l)"
+} > "$work/tools.txt"
+cat "$work/tools.txt"
+ls -la "$work/crate-build/bin/llama-batched-bench" "$work/lcp-build/bin/llama-server"

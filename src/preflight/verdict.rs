@@ -1,0 +1,323 @@
+//! From an estimate and a machine to a verdict: where to place the layers, whether the run fits,
+//! and what to change when it does not.
+
+use super::estimate::{estimate, Estimate, Plan, CTX_PAD};
+use super::hardware::{gib, Hardware};
+use super::shape::ModelShape;
+use crate::config::GpuLayers;
+use serde::Serialize;
+
+/// Memory llama.cpp's own fitting keeps free on each GPU (`--fit-target`, 1 GiB by default).
+pub const GPU_MARGIN: u64 = 1 << 30;
+
+/// RAM kept free for the rest of the system: 2% of RAM, at least 256 MiB.
+pub fn ram_margin(hw: &Hardware) -> u64 {
+    (hw.ram_total_bytes / 50).max(256 << 20)
+}
+
+/// Whether and how a run fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every layer, the output layer included, is on the GPU.
+    FitsOnGpu,
+    /// Some layers are on the GPU, the rest on the CPU.
+    FitsWithOffload,
+    /// CPU only, in RAM.
+    FitsInRam,
+    /// Only when swap absorbs part of it (slow).
+    FitsOnlyWithSwap,
+    /// Not even with swap, or the requested GPU layers do not fit the GPU.
+    WillNotFit,
+}
+
+impl Verdict {
+    /// Whether a run should go ahead without `--force`.
+    pub fn runnable(self) -> bool {
+        self != Verdict::WillNotFit
+    }
+}
+
+/// Where the layers go and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Placement {
+    /// Layers offloaded.
+    pub gpu_layers: u32,
+    /// `flag`, `estimate` or `cpu`.
+    pub method: String,
+    /// One sentence.
+    pub reason: String,
+}
+
+/// The outcome of evaluating one plan on one machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Layer placement.
+    pub placement: Placement,
+    /// The estimate for it.
+    pub estimate: Estimate,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The verdict in one line, with the numbers.
+    pub verdict_text: String,
+    /// What to change when it does not fit (or fits only with swap).
+    pub advice: Vec<String>,
+    /// The flags to run with.
+    pub recommended_flags: Vec<String>,
+    /// Thin margins, missing swap (with the commands to add some), ignored flags.
+    pub warnings: Vec<String>,
+}
+
+fn host_budget(hw: &Hardware) -> u64 {
+    hw.ram_available_bytes.saturating_sub(ram_margin(hw))
+}
+
+fn gpu_budget(hw: &Hardware) -> u64 {
+    hw.gpu_free().saturating_sub(GPU_MARGIN)
+}
+
+fn host_fits(e: &Estimate, hw: &Hardware) -> bool {
+    e.host_peak <= host_budget(hw)
+}
+
+fn host_fits_with_swap(e: &Estimate, hw: &Hardware) -> bool {
+    e.host_peak <= host_budget(hw) + hw.swap_free_bytes
+}
+
+fn gpu_fits(e: &Estimate, hw: &Hardware) -> bool {
+    e.gpu_layers == 0 || e.gpu_peak <= gpu_budget(hw)
+}
+
+fn with_layers(plan: &Plan, layers: u32) -> Plan {
+    Plan {
+        gpu_layers: layers,
+        ..plan.clone()
+    }
+}
+
+/// The most layers whose GPU share fits the GPU budget (0 when none).
+fn max_gpu_layers(shape: &ModelShape, plan: &Plan, hw: &Hardware) -> u32 {
+    if !hw.can_offload {
+        return 0;
+    }
+    (1..=shape.n_layer + 1)
+        .rev()
+        .find(|&l| gpu_fits(&estimate(shape, &with_layers(plan, l)), hw))
+        .unwrap_or(0)
+}
+
+/// Decide placement and verdict for `requested` GPU layers under `plan` (whose `gpu_layers` is
+/// ignored) on `hw`.
+pub fn evaluate(
+    shape: &ModelShape,
+    plan: &Plan,
+    requested: GpuLayers,
+    hw: &Hardware,
+) -> Evaluation {
+    let mut warnings = Vec::new();
+    let all = shape.n_layer + 1;
+    let placement = match requested {
+        GpuLayers::Count(n) if n > 0 && !hw.can_offload => {
+            warnings.push(format!(
+                "--n-gpu-layers {n} has no effect: {}",
+                hw.offload_note
+            ));
+            Placement {
+                gpu_layers: 0,
+                method: "cpu".into(),
+                reason: format!("--n-gpu-layers {n}, but {}", hw.offload_note),
+            }
+        }
+        GpuLayers::Count(n) => Placement {
+            gpu_layers: n.min(all),
+            method: "flag".into(),
+            reason: format!("--n-gpu-layers {n}"),
+        },
+        GpuLayers::Auto if !hw.can_offload => Placement {
+            gpu_layers: 0,
+            method: "cpu".into(),
+            reason: format!("auto: {}", hw.offload_note),
+        },
+        GpuLayers::Auto => {
+            let fit = max_gpu_layers(shape, plan, hw);
+            Placement {
+                gpu_layers: fit,
+                method: "estimate".into(),
+                reason: if fit == all {
+                    format!(
+                        "auto: all {all} layers fit {} ({} free)",
+                        hw.gpus[0].name,
+                        gib(hw.gpu_free())
+                    )
+                } else {
+                    format!(
+                        "auto: {fit} of {all} layers fit {} ({} free, {} kept free)",
+                        hw.gpus[0].name,
+                        gib(hw.gpu_free()),
+                        gib(GPU_MARGIN)
+                    )
+                },
+            }
+        }
+    };
+    let e = estimate(shape, &with_layers(plan, placement.gpu_layers));
+    let gpu_ok = gpu_fits(&e, hw);
+    let verdict = if !gpu_ok {
+        Verdict::WillNotFit
+    } else if host_fits(&e, hw) {
+        if e.gpu_layers == all {
+            Verdict::FitsOnGpu
+        } else if e.gpu_layers > 0 {
+            Verdict::FitsWithOffload
+        } else {
+            Verdict::FitsInRam
+        }
+    } else if host_fits_with_swap(&e, hw) {
+        Verdict::FitsOnlyWithSwap
+    } else {
+        Verdict::WillNotFit
+    };
+    let host_line = format!(
+        "host peak RSS {} of {} RAM available{}",
+        gib(e.host_peak),
+        gib(hw.ram_available_bytes),
+        if hw.swap_free_bytes > 0 {
+            format!(" + {} swap free", gib(hw.swap_free_bytes))
+        } else {
+            String::new()
+        }
+    );
+    let gpu_line = format!("GPU {} of {} free", gib(e.gpu_peak), gib(hw.gpu_free()));
+    let verdict_text = match verdict {
+        Verdict::FitsOnGpu => {
+            format!("fits on the GPU (all {all} layers): {gpu_line}; {host_line}")
+        }
+        Verdict::FitsWithOffload => format!(
+            "fits with {} of {all} layers offloaded: {gpu_line}; {host_line}",
+            e.gpu_layers
+        ),
+        Verdict::FitsInRam => format!("fits in RAM (CPU only): {host_line}"),
+        Verdict::FitsOnlyWithSwap => {
+            format!("fits only with swap (it will page and run slowly): {host_line}")
+        }
+        Verdict::WillNotFit if !gpu_ok => format!(
+            "will not fit: {} layers need {} on the GPU but {} is free ({} kept free)",
+            e.gpu_layers,
+            gib(e.gpu_peak),
+            gib(hw.gpu_free()),
+            gib(GPU_MARGIN)
+        ),
+        Verdict::WillNotFit => format!("will not fit in memory: {host_line}"),
+    };
+
+    let mut advice = Vec::new();
+    if !gpu_ok {
+        let fit = max_gpu_layers(shape, plan, hw);
+        advice.push(format!(
+            "offload fewer layers: --n-gpu-layers {fit} (or auto) fits the GPU"
+        ));
+    }
+    if matches!(verdict, Verdict::WillNotFit | Verdict::FitsOnlyWithSwap) && gpu_ok {
+        let layers = placement.gpu_layers;
+        let fits_ram = |p: &Plan| host_fits(&estimate(shape, &with_layers(p, layers)), hw);
+        // Largest context per sequence that fits in RAM at this --parallel.
+        let mut lo = 0u64;
+        let mut hi = u64::from(plan.ctx_per_seq) / CTX_PAD;
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            let p = Plan {
+                ctx_per_seq: (mid * CTX_PAD) as u32,
+                ..plan.clone()
+            };
+            if fits_ram(&p) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        if lo > 0 {
+            advice.push(format!(
+                "a smaller context: --ctx {} fits in RAM with --parallel {}",
+                lo * CTX_PAD,
+                plan.n_seq
+            ));
+        }
+        if plan.n_seq > 1 {
+            if let Some(n) = (1..plan.n_seq).rev().find(|&n| {
+                fits_ram(&Plan {
+                    n_seq: n,
+                    ..plan.clone()
+                })
+            }) {
+                advice.push(format!(
+                    "fewer parallel sequences: --parallel {n} fits in RAM with --ctx {}",
+                    plan.ctx_per_seq
+                ));
+            }
+        }
+        if hw.can_offload && placement.gpu_layers < all {
+            let fit = max_gpu_layers(shape, plan, hw);
+            if fit > placement.gpu_layers {
+                advice.push(format!(
+                    "offload more layers to the GPU: --n-gpu-layers {fit}"
+                ));
+            }
+        }
+        let short = e.host_peak.saturating_sub(host_budget(hw));
+        if verdict == Verdict::WillNotFit {
+            let swap_gib = (short.saturating_sub(hw.swap_free_bytes) as f64 / (1u64 << 30) as f64)
+                .ceil()
+                .max(1.0) as u64
+                + 2;
+            advice.push(format!(
+                "or add about {swap_gib} GiB of swap (slow: the model will page): {}",
+                swap_commands(swap_gib)
+            ));
+        }
+    }
+    let headroom = hw.ram_available_bytes.saturating_sub(e.host_peak);
+    if hw.swap_total_bytes == 0
+        && verdict.runnable()
+        && headroom < (hw.ram_total_bytes / 10).max(2 << 30)
+    {
+        let swap_gib = ((e.host_peak as f64 / (1u64 << 30) as f64) / 2.0)
+            .ceil()
+            .max(4.0) as u64;
+        warnings.push(format!(
+            "no swap is configured and only {} of RAM would stay free: an allocation spike or another process can get this run killed. Add {swap_gib} GiB of swap: {}",
+            gib(headroom),
+            swap_commands(swap_gib)
+        ));
+    }
+    if u64::from(plan.ctx_per_seq) > shape.n_ctx_train {
+        warnings.push(format!(
+            "--ctx {} is beyond the {} tokens {} was trained with; answers past that may degrade",
+            plan.ctx_per_seq, shape.n_ctx_train, shape.name
+        ));
+    }
+    if shape.is_truncated() {
+        warnings.push(format!(
+            "the file is {} bytes but its header declares {}: tensor data is missing, llama.cpp will refuse to load it (re-download or re-convert it); the estimate uses the declared size",
+            shape.file_bytes, shape.declared_file_bytes
+        ));
+    }
+    let mut recommended_flags = vec![format!("--n-gpu-layers {}", e.gpu_layers)];
+    recommended_flags.push(format!("--ctx {}", plan.ctx_per_seq));
+    recommended_flags.push(format!("--parallel {}", plan.n_seq));
+    Evaluation {
+        placement,
+        estimate: e,
+        verdict,
+        verdict_text,
+        advice,
+        recommended_flags,
+        warnings,
+    }
+}
+
+/// The commands that add a swap file of `gib` GiB (and keep it after a reboot).
+pub fn swap_commands(gib: u64) -> String {
+    format!(
+        "`sudo fallocate -l {gib}G /swapfile && sudo chmod 600 /swapfile && sudo mkswap /swapfile && sudo swapon /swapfile` then `echo '/swapfile none swap sw 0 0' | sudo tee -a /etc/fstab`"
+    )
+}

@@ -1,0 +1,392 @@
+//! Charts of the HTML report, drawn with `plotters` into SVG text (inlined in the page).
+
+use super::data::{MemoryPoint, RunReport};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+/// A labelled, coloured line of a chart.
+type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+/// Colours of runs in multi-run charts (Tableau 10).
+pub const RUN_COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+const RSS: RGBColor = RGBColor(31, 119, 180);
+const RAM: RGBColor = RGBColor(44, 160, 44);
+const SWAP: RGBColor = RGBColor(255, 127, 14);
+const GPU: RGBColor = RGBColor(148, 103, 189);
+const MARK: RGBColor = RGBColor(60, 60, 60);
+const FONT: &str = "sans-serif";
+
+/// Most points per line; longer timelines keep each bucket's maximum (peaks survive).
+const MAX_POINTS: usize = 1500;
+
+/// Draw into an SVG string of `size`; a drawing error becomes a one-line SVG saying so.
+fn svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult,
+) -> String {
+    let mut text = String::new();
+    let outcome = {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+            .and_then(|_| draw(&root))
+            .and_then(|_| root.present().map_err(|e| e.into()))
+    };
+    match outcome {
+        Ok(()) => text,
+        Err(e) => {
+            log::warn!("chart could not be drawn: {e}");
+            let mut fallback = String::new();
+            {
+                let root = SVGBackend::with_string(&mut fallback, size).into_drawing_area();
+                let _ = root.fill(&WHITE);
+                let _ = root.draw(&Text::new(
+                    format!("chart could not be drawn: {e}"),
+                    (10, 20),
+                    (FONT, 14),
+                ));
+                let _ = root.present();
+            }
+            fallback
+        }
+    }
+}
+
+fn placeholder(root: &DrawingArea<SVGBackend, Shift>, title: &str, message: &str) -> DrawResult {
+    root.draw(&Text::new(
+        title.to_string(),
+        (10, 8),
+        (FONT, 18).into_font(),
+    ))?;
+    root.draw(&Text::new(
+        message.to_string(),
+        (10, 40),
+        (FONT, 14).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    Ok(())
+}
+
+/// Keep at most `limit` points: split into buckets and keep each bucket's largest `y`.
+fn thin(points: Vec<(f64, f64)>, limit: usize) -> Vec<(f64, f64)> {
+    if points.len() <= limit || limit == 0 {
+        return points;
+    }
+    let bucket = points.len().div_ceil(limit);
+    points
+        .chunks(bucket)
+        .filter_map(|chunk| chunk.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)))
+        .collect()
+}
+
+/// A byte unit that keeps the axis readable: MiB below 4 GiB, else GiB.
+fn byte_unit(max_bytes: f64) -> (f64, &'static str) {
+    if max_bytes < 4.0 * 1024.0 * 1024.0 * 1024.0 {
+        (1024.0 * 1024.0, "MiB")
+    } else {
+        (1024.0 * 1024.0 * 1024.0, "GiB")
+    }
+}
+
+fn series(
+    timeline: &[MemoryPoint],
+    field: impl Fn(&MemoryPoint) -> Option<i64>,
+    unit: f64,
+) -> Vec<(f64, f64)> {
+    thin(
+        timeline
+            .iter()
+            .filter_map(|p| field(p).map(|v| (p.t_s, v as f64 / unit)))
+            .collect(),
+        MAX_POINTS,
+    )
+}
+
+/// Memory over time of one run: RSS, host RAM in use, swap in use and GPU memory in use (when
+/// recorded), with a mark at each answer's completion (at the RSS recorded with the answer).
+pub fn memory_timeline(run: &RunReport) -> String {
+    svg((960, 340), |root| {
+        let title = format!("Run {} · memory over time", run.run_id);
+        if run.timeline.is_empty() {
+            return placeholder(root, &title, "no memory samples recorded");
+        }
+        let max_bytes = run
+            .timeline
+            .iter()
+            .flat_map(|p| {
+                [
+                    p.rss_bytes,
+                    p.ram_used_bytes,
+                    p.swap_used_bytes,
+                    p.gpu_used_bytes,
+                ]
+            })
+            .flatten()
+            .chain(run.answers.iter().filter_map(|a| a.rss_bytes))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let (unit, unit_name) = byte_unit(max_bytes);
+        let marks: Vec<(f64, f64)> = run
+            .answers
+            .iter()
+            .filter(|a| a.ok == Some(true))
+            .filter_map(|a| Some((a.finished_s?, a.rss_bytes? as f64 / unit)))
+            .collect();
+        let x_max = run
+            .timeline
+            .iter()
+            .map(|p| p.t_s)
+            .chain(marks.iter().map(|m| m.0))
+            .fold(1.0_f64, f64::max)
+            * 1.02;
+        let y_max = max_bytes / unit * 1.1;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the run started")
+            .y_desc(unit_name)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| {
+                if unit_name == "GiB" {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.0}")
+                }
+            })
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let lines: [Line; 4] = [
+            (
+                "RAM used (host)",
+                RAM,
+                series(&run.timeline, |p| p.ram_used_bytes, unit),
+            ),
+            (
+                "swap used",
+                SWAP,
+                series(&run.timeline, |p| p.swap_used_bytes, unit),
+            ),
+            (
+                "GPU used",
+                GPU,
+                series(&run.timeline, |p| p.gpu_used_bytes, unit),
+            ),
+            (
+                "process RSS",
+                RSS,
+                series(&run.timeline, |p| p.rss_bytes, unit),
+            ),
+        ];
+        for (label, color, points) in lines {
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        if !marks.is_empty() {
+            chart
+                .draw_series(
+                    marks
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, MARK.filled())),
+                )?
+                .label("answer completed")
+                .legend(|(x, y)| Circle::new((x + 9, y), 3, MARK.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font((FONT, 13))
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// Histogram of the latencies of one run's ok answers, with the median and p95 marked.
+pub fn latency_distribution(run: &RunReport, color: RGBColor) -> String {
+    svg((960, 300), |root| {
+        let title = format!("Run {} · latency of answers", run.run_id);
+        let latencies: Vec<f64> = run
+            .answers
+            .iter()
+            .filter(|a| a.ok == Some(true))
+            .filter_map(|a| a.latency_ms)
+            .filter(|l| l.is_finite())
+            .map(|l| l / 1000.0)
+            .collect();
+        let Some(spread) = run.latency_ms else {
+            return placeholder(root, &title, "no answered questions");
+        };
+        let max = latencies.iter().copied().fold(0.0_f64, f64::max).max(1e-3);
+        let bins = ((latencies.len() as f64).sqrt().ceil() as usize).clamp(5, 30);
+        let width = max / bins as f64;
+        let mut counts = vec![0u32; bins];
+        for &l in &latencies {
+            counts[((l / width) as usize).min(bins - 1)] += 1;
+        }
+        let tallest = counts.iter().copied().max().unwrap_or(1);
+        let y_max = tallest + tallest.div_ceil(5).max(1);
+        let x_max = max * 1.02;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..x_max, 0u32..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("latency (s)")
+            .y_desc("answers")
+            .y_labels((y_max as usize + 1).min(11))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        chart.draw_series(counts.iter().enumerate().map(|(i, &count)| {
+            let x0 = i as f64 * width;
+            Rectangle::new([(x0, 0), (x0 + width, count)], color.mix(0.75).filled())
+        }))?;
+        for (name, value) in [("p50", spread.p50 / 1000.0), ("p95", spread.p95 / 1000.0)] {
+            chart.draw_series(LineSeries::new(
+                [(value, 0), (value, tallest)],
+                BLACK.stroke_width(1),
+            ))?;
+            // Label beside the line, on the side with room.
+            let right = value > x_max / 2.0;
+            let side = if right { HPos::Right } else { HPos::Left };
+            let (x, y) = chart.backend_coord(&(value, tallest));
+            let x = if right { x - 4 } else { x + 4 };
+            root.draw(&Text::new(
+                format!("{name} {value:.2} s"),
+                (x, y),
+                TextStyle::from((FONT, 12).into_font()).pos(Pos::new(side, VPos::Top)),
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+/// Accuracy per category, one bar per run, with 95% Wilson intervals. `None` when no question
+/// carries a category.
+pub fn accuracy_by_category(runs: &[RunReport]) -> Option<String> {
+    let mut categories: Vec<String> = Vec::new();
+    for run in runs {
+        for c in &run.categories {
+            if !categories.contains(&c.category) {
+                categories.push(c.category.clone());
+            }
+        }
+    }
+    if categories.is_empty() {
+        return None;
+    }
+    Some(svg((960, 380), |root| {
+        let n = categories.len() as f64;
+        let mut chart = ChartBuilder::on(root)
+            .caption("Accuracy per category (95% Wilson interval)", (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..n, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .x_label_formatter(&|_| String::new())
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("% correct")
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let slot = 0.8 / runs.len().max(1) as f64;
+        for (j, run) in runs.iter().enumerate() {
+            let color = RUN_COLORS[j % RUN_COLORS.len()];
+            let bars: Vec<(f64, super::stats::Rate)> = categories
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    let rate = run
+                        .categories
+                        .iter()
+                        .find(|c| &c.category == name)?
+                        .accuracy?;
+                    Some((i as f64 + 0.1 + j as f64 * slot, rate))
+                })
+                .collect();
+            chart
+                .draw_series(bars.iter().map(|&(x, rate)| {
+                    Rectangle::new(
+                        [(x + slot * 0.08, 0.0), (x + slot * 0.92, rate.rate * 100.0)],
+                        color.mix(0.8).filled(),
+                    )
+                }))?
+                .label(format!("run {} · {}", run.run_id, run.model.name))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+            chart.draw_series(bars.iter().map(|&(x, rate)| {
+                ErrorBar::new_vertical(
+                    x + slot / 2.0,
+                    rate.low * 100.0,
+                    rate.rate * 100.0,
+                    rate.high * 100.0,
+                    BLACK.stroke_width(1),
+                    6,
+                )
+            }))?;
+        }
+        for (i, name) in categories.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            root.draw(&Text::new(
+                name.clone(),
+                (x, y + 8),
+                TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+            ))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font((FONT, 13))
+            .draw()?;
+        Ok(())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_peaks_and_bounds_points() {
+        let points: Vec<(f64, f64)> = (0..10_000)
+            .map(|i| (f64::from(i), if i == 4321 { 99.0 } else { 1.0 }))
+            .collect();
+        let thinned = thin(points, 1500);
+        assert!(thinned.len() <= 1500, "{}", thinned.len());
+        assert!(thinned.iter().any(|p| p.1 == 99.0), "the peak survives");
+        assert_eq!(thin(vec![(0.0, 1.0)], 10), vec![(0.0, 1.0)]);
+    }
+}

@@ -1,0 +1,133 @@
+//! End-to-end: continuous batching with `--parallel`, the shared prompt prefix, and kill -9 +
+//! resume while several sequences are in flight — the real binary on the real SmolLM2 model.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const SYSTEM: &str = "당신은 국립중앙박물관 한국사 전시실의 도슨트입니다. Answer every question in Korean, briefly and accurately.";
+
+#[test]
+fn parallel_4_answers_each_question_once_with_ordered_timestamps_and_a_reused_prefix() {
+    let dir = tempdir();
+    let db = dir.path().join("results.db");
+    let output = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &["--parallel", "4", "--limit", "14", "--max-tokens", "16", "--system", SYSTEM],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let connection = open(&db);
+    let (rows, distinct, slots, bad_order): (i64, i64, i64, i64) = connection
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT question_id), COUNT(DISTINCT parallel_slot),
+                    SUM(NOT (queued_at <= started_at AND started_at <= first_token_at
+                             AND first_token_at <= finished_at))
+             FROM answers",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, distinct), (14, 14), "every question exactly once");
+    assert_eq!(slots, 4, "all four sequences were used");
+    assert_eq!(bad_order, 0, "queued <= started <= first_token <= finished on every row");
+
+    // The chat-template header and the system prompt are computed once and copied.
+    let (min_reused, max_reused, all_less): (i64, i64, i64) = connection
+        .query_row(
+            "SELECT MIN(prompt_tokens_reused), MAX(prompt_tokens_reused),
+                    SUM(prompt_tokens_reused < prompt_tokens)
+             FROM answers",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(min_reused >= 20, "system prompt tokens reused: {min_reused}");
+    assert_eq!(min_reused, max_reused, "one shared prefix for the whole run");
+    assert_eq!(all_less, 14, "the last prompt token is always computed");
+    let engine: String = connection
+        .query_row("SELECT engine_json FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let engine: serde_json::Value = serde_json::from_str(&engine).unwrap();
+    assert_eq!(engine["session"]["sequences"], 5, "4 slots + the prefix sequence");
+    assert_eq!(engine["shared_prefix_tokens"], max_reused);
+
+    // Several questions were in flight at once: some answer started before another finished.
+    let overlapping: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM answers a JOIN answers b ON a.id < b.id
+             WHERE a.started_at < b.finished_at AND b.started_at < a.finished_at",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(overlapping > 0, "continuous batching overlaps questions");
+}
+
+#[test]
+fn without_the_prefix_cache_nothing_is_reused_and_answers_still_come() {
+    let dir = tempdir();
+    let db = dir.path().join("results.db");
+    let output = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &["--parallel", "2", "--limit", "4", "--max-tokens", "8", "--system", SYSTEM, "--no-prefix-cache"],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let (rows, reused): (i64, i64) = open(&db)
+        .query_row("SELECT COUNT(*), SUM(prompt_tokens_reused) FROM answers", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((rows, reused), (4, 0));
+}
+
+#[test]
+fn kill_9_with_parallel_4_then_resume_loses_no_committed_row() {
+    let dir = tempdir();
+    let db = dir.path().join("results.db");
+    let args = ["--parallel", "4", "--limit", "32", "--max-tokens", "16"];
+    let mut child = spawn(&smollm(), &bundled_questions(), &db, &args);
+    wait_for_answers(&db, 6, &mut child, Duration::from_secs(120));
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    let before = answer_rows(&db, 1);
+    assert!(before.len() >= 6 && before.len() < 32, "killed mid-run: {}", before.len());
+
+    let output = run(&smollm(), &bundled_questions(), &db, &[&args[..], &["--resume"]].concat());
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let after = answer_rows(&db, 1);
+    assert_eq!(after.len(), 32, "exactly one row per question");
+    for (id, row) in &before {
+        assert_eq!(after.get(id), Some(row), "committed row {id} changed on resume");
+    }
+}
+
+#[test]
+fn an_overlong_prompt_among_short_ones_is_an_error_row_with_parallel_sequences() {
+    let dir = tempdir();
+    let db = dir.path().join("results.db");
+    let long = "고려와 조선의 역사를 자세히 설명하세요. ".repeat(40);
+    let mut lines: Vec<String> = (1..=6)
+        .map(|i| format!("{{\"id\":\"s{i}\",\"question\":\"조선의 {i}번째 왕은 누구입니까?\"}}"))
+        .collect();
+    lines.insert(3, format!("{{\"id\":\"long\",\"question\":\"{long}\"}}"));
+    let questions = write_questions(dir.path(), "q.jsonl", &(lines.join("\n") + "\n"));
+    let output = run(&smollm(), &questions, &db, &["--parallel", "3", "--max-tokens", "8", "--ctx", "256"]);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+    let connection = open(&db);
+    let (ok, errors, long_error): (i64, i64, String) = connection
+        .query_row(
+            "SELECT SUM(status = 'ok'), SUM(status = 'error'),
+                    (SELECT error FROM answers WHERE question_id = 'long')
+             FROM answers",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((ok, errors), (6, 1));
+    assert!(long_error.contains("exceeds the context of 256 tokens"), "{long_error}");
+}
