@@ -148,7 +148,8 @@ WHERE a.status = 'error';
 
 -- One row per run with memory samples: the peak of each memory figure and when it happened, next
 -- to the preflight prediction. GPU figures are summed over GPUs at each sample time (NULL without
--- NVML). peak_over_predicted = (peak RSS + peak GPU used) / predicted_peak_bytes.
+-- NVML). peak_over_predicted = peak RSS / predicted_peak_bytes (the preflight's host RSS prediction;
+-- the GPU prediction is run_summary.predicted_gpu_bytes).
 CREATE VIEW memory_peaks AS
 WITH per_at AS (
     SELECT run_id, at,
@@ -184,6 +185,6 @@ SELECT p.run_id,
        p.gpu_total                                                     AS gpu_total_bytes,
        (SELECT MIN(x.at) FROM per_at x WHERE x.run_id = p.run_id AND x.gpu = p.gpu)   AS peak_gpu_at,
        r.predicted_peak_bytes,
-       ROUND(1.0 * (p.rss + COALESCE(p.gpu, 0)) / NULLIF(r.predicted_peak_bytes, 0), 3) AS peak_over_predicted
+       ROUND(1.0 * p.rss / NULLIF(r.predicted_peak_bytes, 0), 3)       AS peak_over_predicted
 FROM peaks p
 JOIN runs r ON r.id = p.run_id;

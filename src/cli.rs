@@ -243,6 +243,10 @@ pub struct RunArgs {
     /// Recompute the prompt prefix shared by all questions for every question (benchmarks).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// One KV cache pool shared by all sequences (llama.cpp's unified KV) instead of a fixed
+    /// share per sequence; the pool still holds --ctx x --parallel tokens.
+    #[arg(long)]
+    pub kv_unified: bool,
     /// Benchmarks only: generate exactly --max-tokens, ignoring end-of-sequence.
     #[arg(long, hide = true)]
     pub ignore_eos: bool,
@@ -255,7 +259,10 @@ pub struct RunArgs {
 }
 
 /// `--system` text, or the contents of `--system-file`; blank counts as none.
-fn read_system_prompt(text: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>> {
+fn read_system_prompt(
+    text: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>> {
     let prompt = match (text, file) {
         (Some(text), _) => Some(text.to_string()),
         (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
@@ -296,6 +303,7 @@ impl RunArgs {
                 sample_interval_ms: self.sample_interval_ms,
                 batch_size: self.batch_size,
                 prefix_cache: !self.no_prefix_cache,
+                kv_unified: self.kv_unified,
             },
             grace: Duration::from_secs(self.grace_seconds),
             discard_answers: self.bench_discard_answers,
@@ -355,7 +363,10 @@ pub fn execute(cli: Cli) -> Result<i32> {
             let run_id = crate::control::pick_run(&store, args.run_id)?;
             let report = crate::control::status(&store, run_id)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
             } else {
                 print!("{}", crate::control::status_text(&report));
             }

@@ -156,6 +156,9 @@ pub struct ExecutionSettings {
     /// Prefill the prompt prefix shared by all questions once and copy its KV cache.
     #[serde(default = "enabled")]
     pub prefix_cache: bool,
+    /// One KV pool shared by all sequences instead of one stream per sequence.
+    #[serde(default)]
+    pub kv_unified: bool,
 }
 
 fn enabled() -> bool {
@@ -171,6 +174,7 @@ impl Default for ExecutionSettings {
             sample_interval_ms: 1000,
             batch_size: 512,
             prefix_cache: true,
+            kv_unified: false,
         }
     }
 }

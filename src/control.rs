@@ -172,10 +172,16 @@ pub fn pick_run(store: &crate::store::Store, run_id: Option<i64>) -> crate::erro
     use crate::error::Error;
     match run_id {
         Some(id) => store.run(id)?.map(|r| r.id).ok_or_else(|| {
-            Error::Usage(format!("--run-id {id}: no such run in {}", store.path().display()))
+            Error::Usage(format!(
+                "--run-id {id}: no such run in {}",
+                store.path().display()
+            ))
         }),
         None => store.latest_run()?.map(|r| r.id).ok_or_else(|| {
-            Error::Usage(format!("{} holds no runs yet; start one with `docent-eval run`", store.path().display()))
+            Error::Usage(format!(
+                "{} holds no runs yet; start one with `docent-eval run`",
+                store.path().display()
+            ))
         }),
     }
 }
@@ -205,7 +211,11 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
             let recent: i64 = row.get(11)?;
             Ok(StatusReport {
                 run_id: row.get(0)?,
-                state: if status == "running" && !alive { "dead (killed or crashed; --resume continues it)".into() } else { status.clone() },
+                state: if status == "running" && !alive {
+                    "dead (killed or crashed; --resume continues it)".into()
+                } else {
+                    status.clone()
+                },
                 status,
                 status_reason: row.get(2)?,
                 model: row.get(3)?,
@@ -261,7 +271,9 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
 }
 
 fn gib(bytes: Option<i64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
+    bytes.map_or("-".into(), |b| {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    })
 }
 
 /// `status` as text for a person.
@@ -279,8 +291,15 @@ pub fn status_text(report: &StatusReport) -> String {
         report.sessions
     );
     match (report.holder_pid, report.holder_alive) {
-        (Some(pid), true) => text += &format!("  held by process {pid} (alive), last heartbeat {}\n", report.updated_at),
-        (Some(pid), false) => text += &format!("  recorded holder {pid} is gone; `--resume` takes the run over\n"),
+        (Some(pid), true) => {
+            text += &format!(
+                "  held by process {pid} (alive), last heartbeat {}\n",
+                report.updated_at
+            )
+        }
+        (Some(pid), false) => {
+            text += &format!("  recorded holder {pid} is gone; `--resume` takes the run over\n")
+        }
         (None, _) => text += &format!("  no process holds it; last update {}\n", report.updated_at),
     }
     text += &format!(
@@ -301,7 +320,11 @@ pub fn status_text(report: &StatusReport) -> String {
             gib(get("ram_total_bytes")),
             gib(get("swap_used_bytes")),
             gib(get("swap_total_bytes")),
-            get("gpu_used_bytes").map_or("n/a (no NVML)".into(), |g| format!("{} / {}", gib(Some(g)), gib(get("gpu_total_bytes")))),
+            get("gpu_used_bytes").map_or("n/a (no NVML)".into(), |g| format!(
+                "{} / {}",
+                gib(Some(g)),
+                gib(get("gpu_total_bytes"))
+            )),
         );
     }
     if let Some(reason) = &report.status_reason {
@@ -315,7 +338,12 @@ pub fn status_text(report: &StatusReport) -> String {
 
 fn format_duration(seconds: f64) -> String {
     let seconds = seconds.round() as u64;
-    format!("{}h{:02}m{:02}s", seconds / 3600, seconds / 60 % 60, seconds % 60)
+    format!(
+        "{}h{:02}m{:02}s",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 /// What `stop` did.
@@ -330,18 +358,27 @@ pub enum StopOutcome {
 /// Ask the live holder of `run_id` to stop gracefully (SIGTERM) and wait until it has released
 /// the run. The pid is signalled only when its start time matches the recorded one, so a
 /// reused pid is never hit.
-pub fn stop(store: &crate::store::Store, run_id: i64, timeout: Duration) -> crate::error::Result<StopOutcome> {
+pub fn stop(
+    store: &crate::store::Store,
+    run_id: i64,
+    timeout: Duration,
+) -> crate::error::Result<StopOutcome> {
     use crate::error::Error;
     let run = store
         .run(run_id)?
         .ok_or_else(|| Error::Usage(format!("--run-id {run_id}: no such run")))?;
     let (Some(pid), Some(started)) = (run.holder_pid, run.holder_started_at.clone()) else {
-        return Ok(StopOutcome::NotRunning { status: run.status.as_str().into() });
+        return Ok(StopOutcome::NotRunning {
+            status: run.status.as_str().into(),
+        });
     };
     if !holder_alive(pid, &started) {
-        return Ok(StopOutcome::NotRunning { status: format!("{} (holder {pid} is gone)", run.status.as_str()) });
+        return Ok(StopOutcome::NotRunning {
+            status: format!("{} (holder {pid} is gone)", run.status.as_str()),
+        });
     }
-    let target = i32::try_from(pid).map_err(|_| Error::Usage(format!("recorded pid {pid} is invalid")))?;
+    let target =
+        i32::try_from(pid).map_err(|_| Error::Usage(format!("recorded pid {pid} is invalid")))?;
     // SAFETY: plain kill(2) on a pid verified above to be the run's holder.
     if unsafe { libc::kill(target, libc::SIGTERM) } != 0 {
         return Err(Error::Usage(format!(

@@ -330,7 +330,7 @@ impl Engine {
             .with_n_batch(options.batch_size)
             .with_n_ubatch(options.batch_size.min(512))
             .with_n_seq_max(options.sequences)
-            .with_kv_unified(false)
+            .with_kv_unified(options.kv_unified)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let context = self.model.new_context(backend(), params).map_err(|e| {
@@ -364,6 +364,9 @@ pub struct SessionOptions {
     pub batch_size: u32,
     /// CPU threads.
     pub threads: u32,
+    /// One KV pool for all sequences (each still uses at most `ctx_per_sequence` cells, so the
+    /// pool of `ctx_per_sequence x sequences` cells can never run out).
+    pub kv_unified: bool,
 }
 
 /// Per-question sampler state.
@@ -434,8 +437,9 @@ impl<'m> Session<'m> {
         Token(sampler.0.sample(&self.context, batch_index).0)
     }
 
-    /// Copy sequence `source`'s KV cache into `destination` (replacing what it held). Streams are
-    /// separate (KV not unified), so llama.cpp copies the buffer at the next decode.
+    /// Copy sequence `source`'s KV cache into `destination` (replacing what it held). With one
+    /// stream per sequence llama.cpp copies the buffer at the next decode; with unified KV the
+    /// cells are shared, not copied.
     pub fn copy_sequence(&mut self, source: u32, destination: u32) {
         // Whole-sequence copies take no positions, so the conversion cannot fail.
         let _ = self

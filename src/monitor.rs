@@ -153,7 +153,11 @@ pub fn sample_line(sample: &MemorySample) -> String {
 
 /// `docent-eval monitor`: print a sample line every `interval` (the team's
 /// `watch nvidia-smi; free -h`), `count` times or until interrupted.
-pub fn watch(interval: std::time::Duration, count: Option<u64>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub fn watch(
+    interval: std::time::Duration,
+    count: Option<u64>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut probe = Probe::new();
     if !probe.has_nvml() {
         writeln!(out, "NVML not available: showing RAM and swap only")?;

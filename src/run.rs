@@ -370,7 +370,11 @@ fn execute(
     // A short prefix is not worth a sequence of its own.
     let prefix = SharedPrefix {
         sequence: slots,
-        tokens: if shared.len() >= MIN_SHARED_PREFIX { shared } else { Vec::new() },
+        tokens: if shared.len() >= MIN_SHARED_PREFIX {
+            shared
+        } else {
+            Vec::new()
+        },
     };
     let sequences = slots + u32::from(!prefix.tokens.is_empty());
     let threads = request.execution.effective_threads();
@@ -379,6 +383,7 @@ fn execute(
         ctx_per_sequence: ctx_per_sequence as u32,
         batch_size: request.execution.batch_size.max(sequences),
         threads,
+        kv_unified: request.execution.kv_unified,
     };
     // The prediction for the settings really used (context and prompt lengths now known).
     let predicted = preflight.refined(

@@ -10,7 +10,10 @@ use std::time::Duration;
 const SLOW: &[&str] = &["--max-tokens", "24", "--threads", "2", "--limit", "60"];
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("spawn docent-eval")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("spawn docent-eval")
 }
 
 #[test]
@@ -30,13 +33,20 @@ fn status_from_a_second_process_reports_a_live_run() {
     assert_eq!(report["holder_pid"], child.id());
     assert_eq!(report["total"], 60);
     let done = report["done"].as_i64().unwrap();
-    assert!(done >= 3 && done <= committed_after, "done {done}, committed {committed_after}");
+    assert!(
+        done >= 3 && done <= committed_after,
+        "done {done}, committed {committed_after}"
+    );
     assert!(report["recent_per_minute"].as_f64().unwrap() > 0.0);
     assert!(report["eta_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["last_sample"]["rss_bytes"].as_i64().unwrap() > 50 << 20);
 
     let text = cli(&["status", "--db", db_arg]);
-    assert!(stdout(&text).contains("held by process"), "{}", stdout(&text));
+    assert!(
+        stdout(&text).contains("held by process"),
+        "{}",
+        stdout(&text)
+    );
     assert!(stdout(&text).contains("/60"), "{}", stdout(&text));
 
     child.kill().unwrap();
@@ -44,7 +54,10 @@ fn status_from_a_second_process_reports_a_live_run() {
     let dead = cli(&["status", "--db", db_arg, "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&dead)).unwrap();
     assert_eq!(report["holder_alive"], false);
-    assert!(report["state"].as_str().unwrap().starts_with("dead"), "{report}");
+    assert!(
+        report["state"].as_str().unwrap().starts_with("dead"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -56,12 +69,18 @@ fn stop_ends_a_live_run_gracefully_and_waits_for_it() {
 
     let output = cli(&["stop", "--db", db.to_str().unwrap()]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
-    assert!(stdout(&output).contains("stopped; status interrupted"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("stopped; status interrupted"),
+        "{}",
+        stdout(&output)
+    );
     // `stop` returned only after the run was released: the child has exited (or is exiting) with 3.
     let exit = child.wait_with_output().unwrap();
     assert_eq!(code(&exit), 3, "{}", stderr(&exit));
     let (status, holder): (String, Option<i64>) = open(&db)
-        .query_row("SELECT status, holder_pid FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT status, holder_pid FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!((status.as_str(), holder), ("interrupted", None));
 
@@ -74,24 +93,40 @@ fn stop_ends_a_live_run_gracefully_and_waits_for_it() {
 fn a_second_writer_exits_4_naming_the_holder() {
     let dir = tempdir();
     let db = dir.path().join("results.db");
-    let mut child = spawn(&smollm(), &bundled_questions(), &db, SLOW);
+    // Short enough for the takeover below to finish quickly, long enough to be live when the
+    // second writer arrives.
+    let args = ["--max-tokens", "24", "--threads", "2", "--limit", "20"];
+    let mut child = spawn(&smollm(), &bundled_questions(), &db, &args);
     wait_for_answers(&db, 1, &mut child, Duration::from_secs(120));
 
-    let second = run(&smollm(), &bundled_questions(), &db, &[SLOW, &["--resume"]].concat());
+    let second = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[&args[..], &["--resume"]].concat(),
+    );
     assert_eq!(code(&second), 4, "{}", stderr(&second));
     assert!(
         stderr(&second).contains(&format!("held by process {}", child.id())),
         "{}",
         stderr(&second)
     );
-    assert!(child.try_wait().unwrap().is_none(), "the holder keeps running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the holder keeps running"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
     // The holder is gone now: the same command takes the run over and finishes it.
-    let takeover = run(&smollm(), &bundled_questions(), &db, &[SLOW, &["--resume"]].concat());
+    let takeover = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[&args[..], &["--resume"]].concat(),
+    );
     assert_eq!(code(&takeover), 0, "{}", stderr(&takeover));
-    assert_eq!(answer_rows(&db, 1).len(), 60);
+    assert_eq!(answer_rows(&db, 1).len(), 20);
 }
 
 #[test]
@@ -99,7 +134,16 @@ fn a_second_interrupt_stops_at_once_and_committed_rows_survive() {
     let dir = tempdir();
     let db = dir.path().join("results.db");
     // Long answers so that draining would take a while: the second signal must cut it short.
-    let args = ["--max-tokens", "200", "--threads", "2", "--limit", "10", "--grace-seconds", "600"];
+    let args = [
+        "--max-tokens",
+        "200",
+        "--threads",
+        "2",
+        "--limit",
+        "10",
+        "--grace-seconds",
+        "600",
+    ];
     let mut child = spawn(&smollm(), &bundled_questions(), &db, &args);
     wait_for_answers(&db, 1, &mut child, Duration::from_secs(120));
     let before = answer_rows(&db, 1);
@@ -112,7 +156,10 @@ fn a_second_interrupt_stops_at_once_and_committed_rows_survive() {
     }
     let output = child.wait_with_output().unwrap();
     assert_eq!(code(&output), 3, "{}", stderr(&output));
-    assert!(started.elapsed() < Duration::from_secs(5), "second Ctrl-C exits at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "second Ctrl-C exits at once"
+    );
     let after = answer_rows(&db, 1);
     for (id, row) in &before {
         assert_eq!(after.get(id), Some(row), "row {id} survived");
@@ -126,7 +173,12 @@ fn monitor_prints_ram_and_swap_and_says_once_when_nvml_is_absent() {
     let text = stdout(&output);
     let samples: Vec<&str> = text.lines().filter(|l| l.contains("GiB")).collect();
     assert_eq!(samples.len(), 3, "{text}");
-    assert!(samples.iter().all(|l| l.contains("swap") && l.contains("GiB")), "{text}");
+    assert!(
+        samples
+            .iter()
+            .all(|l| l.contains("swap") && l.contains("GiB")),
+        "{text}"
+    );
     if !std::path::Path::new("/dev/nvidia0").exists() {
         assert_eq!(text.matches("NVML not available").count(), 1, "{text}");
     }

@@ -16,7 +16,16 @@ fn parallel_4_answers_each_question_once_with_ordered_timestamps_and_a_reused_pr
         &smollm(),
         &bundled_questions(),
         &db,
-        &["--parallel", "4", "--limit", "14", "--max-tokens", "16", "--system", SYSTEM],
+        &[
+            "--parallel",
+            "4",
+            "--limit",
+            "14",
+            "--max-tokens",
+            "16",
+            "--system",
+            SYSTEM,
+        ],
     );
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let connection = open(&db);
@@ -32,7 +41,10 @@ fn parallel_4_answers_each_question_once_with_ordered_timestamps_and_a_reused_pr
         .unwrap();
     assert_eq!((rows, distinct), (14, 14), "every question exactly once");
     assert_eq!(slots, 4, "all four sequences were used");
-    assert_eq!(bad_order, 0, "queued <= started <= first_token <= finished on every row");
+    assert_eq!(
+        bad_order, 0,
+        "queued <= started <= first_token <= finished on every row"
+    );
 
     // The chat-template header and the system prompt are computed once and copied.
     let (min_reused, max_reused, all_less): (i64, i64, i64) = connection
@@ -44,14 +56,23 @@ fn parallel_4_answers_each_question_once_with_ordered_timestamps_and_a_reused_pr
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert!(min_reused >= 20, "system prompt tokens reused: {min_reused}");
-    assert_eq!(min_reused, max_reused, "one shared prefix for the whole run");
+    assert!(
+        min_reused >= 20,
+        "system prompt tokens reused: {min_reused}"
+    );
+    assert_eq!(
+        min_reused, max_reused,
+        "one shared prefix for the whole run"
+    );
     assert_eq!(all_less, 14, "the last prompt token is always computed");
     let engine: String = connection
         .query_row("SELECT engine_json FROM runs", [], |r| r.get(0))
         .unwrap();
     let engine: serde_json::Value = serde_json::from_str(&engine).unwrap();
-    assert_eq!(engine["session"]["sequences"], 5, "4 slots + the prefix sequence");
+    assert_eq!(
+        engine["session"]["sequences"], 5,
+        "4 slots + the prefix sequence"
+    );
     assert_eq!(engine["shared_prefix_tokens"], max_reused);
 
     // Several questions were in flight at once: some answer started before another finished.
@@ -74,13 +95,25 @@ fn without_the_prefix_cache_nothing_is_reused_and_answers_still_come() {
         &smollm(),
         &bundled_questions(),
         &db,
-        &["--parallel", "2", "--limit", "4", "--max-tokens", "8", "--system", SYSTEM, "--no-prefix-cache"],
+        &[
+            "--parallel",
+            "2",
+            "--limit",
+            "4",
+            "--max-tokens",
+            "8",
+            "--system",
+            SYSTEM,
+            "--no-prefix-cache",
+        ],
     );
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let (rows, reused): (i64, i64) = open(&db)
-        .query_row("SELECT COUNT(*), SUM(prompt_tokens_reused) FROM answers", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT COUNT(*), SUM(prompt_tokens_reused) FROM answers",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((rows, reused), (4, 0));
 }
@@ -95,14 +128,27 @@ fn kill_9_with_parallel_4_then_resume_loses_no_committed_row() {
     child.kill().expect("kill -9");
     child.wait().unwrap();
     let before = answer_rows(&db, 1);
-    assert!(before.len() >= 6 && before.len() < 32, "killed mid-run: {}", before.len());
+    assert!(
+        before.len() >= 6 && before.len() < 32,
+        "killed mid-run: {}",
+        before.len()
+    );
 
-    let output = run(&smollm(), &bundled_questions(), &db, &[&args[..], &["--resume"]].concat());
+    let output = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[&args[..], &["--resume"]].concat(),
+    );
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     let after = answer_rows(&db, 1);
     assert_eq!(after.len(), 32, "exactly one row per question");
     for (id, row) in &before {
-        assert_eq!(after.get(id), Some(row), "committed row {id} changed on resume");
+        assert_eq!(
+            after.get(id),
+            Some(row),
+            "committed row {id} changed on resume"
+        );
     }
 }
 
@@ -116,7 +162,12 @@ fn an_overlong_prompt_among_short_ones_is_an_error_row_with_parallel_sequences()
         .collect();
     lines.insert(3, format!("{{\"id\":\"long\",\"question\":\"{long}\"}}"));
     let questions = write_questions(dir.path(), "q.jsonl", &(lines.join("\n") + "\n"));
-    let output = run(&smollm(), &questions, &db, &["--parallel", "3", "--max-tokens", "8", "--ctx", "256"]);
+    let output = run(
+        &smollm(),
+        &questions,
+        &db,
+        &["--parallel", "3", "--max-tokens", "8", "--ctx", "256"],
+    );
     assert_eq!(code(&output), 1, "{}", stderr(&output));
     let connection = open(&db);
     let (ok, errors, long_error): (i64, i64, String) = connection
@@ -129,5 +180,8 @@ fn an_overlong_prompt_among_short_ones_is_an_error_row_with_parallel_sequences()
         )
         .unwrap();
     assert_eq!((ok, errors), (6, 1));
-    assert!(long_error.contains("exceeds the context of 256 tokens"), "{long_error}");
+    assert!(
+        long_error.contains("exceeds the context of 256 tokens"),
+        "{long_error}"
+    );
 }

@@ -321,3 +321,215 @@ pub fn swap_commands(gib: u64) -> String {
         "`sudo fallocate -l {gib}G /swapfile && sudo chmod 600 /swapfile && sudo mkswap /swapfile && sudo swapon /swapfile` then `echo '/swapfile none swap sw 0 0' | sudo tee -a /etc/fstab`"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preflight::estimate::Repack;
+    use crate::preflight::shape::{LayerRole, TensorPlace};
+
+    const GIB: u64 = 1 << 30;
+
+    /// 10 blocks of 1 GiB, a 1 GiB output and a 0.5 GiB embedding; KV 1 MiB a token.
+    fn shape() -> ModelShape {
+        let mut tensors = vec![TensorPlace {
+            name: "token_embd.weight".into(),
+            bytes: GIB / 2,
+            ggml_type: 1,
+            rows: 1000,
+            layer: LayerRole::Input,
+        }];
+        for il in 0..10 {
+            tensors.push(TensorPlace {
+                name: format!("blk.{il}.ffn_up.weight"),
+                bytes: GIB,
+                ggml_type: 1,
+                rows: 1000,
+                layer: LayerRole::Block(il),
+            });
+        }
+        tensors.push(TensorPlace {
+            name: "output.weight".into(),
+            bytes: GIB,
+            ggml_type: 1,
+            rows: 1000,
+            layer: LayerRole::Output,
+        });
+        let weight_bytes = tensors.iter().map(|t| t.bytes).sum();
+        ModelShape {
+            name: "m".into(),
+            architecture: "llama".into(),
+            quantization: "F16".into(),
+            tensor_types: vec![],
+            n_params: 0,
+            n_layer: 10,
+            n_embd: 1024,
+            n_ff: 4096,
+            n_head: 8,
+            n_head_kv: 8,
+            // 10 layers x 8 heads x (k + v = 2 x 3276.8) x 2 bytes ~ 1 MiB a token.
+            head_dim_k: 3277,
+            head_dim_v: 3277,
+            n_vocab: 32000,
+            n_merges: 0,
+            tokenizer_text_bytes: 0,
+            n_ctx_train: 8192,
+            sliding_window: None,
+            tied_embeddings: false,
+            weight_bytes,
+            declared_file_bytes: weight_bytes,
+            file_bytes: weight_bytes,
+            tensors,
+        }
+    }
+
+    fn plan(ctx: u32, n_seq: u32) -> Plan {
+        Plan {
+            ctx_per_seq: ctx,
+            n_seq,
+            n_batch: 512,
+            gpu_layers: 0,
+            largest_batch: None,
+            process_baseline: 0,
+            gpu_backend: false,
+            repack: Repack::default(),
+        }
+    }
+
+    fn machine(ram: u64, swap: u64, gpu: Option<u64>) -> Hardware {
+        Hardware {
+            ram_total_bytes: ram,
+            ram_available_bytes: ram,
+            swap_total_bytes: swap,
+            swap_free_bytes: swap,
+            gpus: gpu
+                .map(|free| {
+                    vec![super::super::hardware::Gpu {
+                        index: 0,
+                        name: "GPU".into(),
+                        total_bytes: free,
+                        free_bytes: free,
+                        source: "assumed".into(),
+                    }]
+                })
+                .unwrap_or_default(),
+            can_offload: gpu.is_some(),
+            nvml: false,
+            assumed: true,
+            offload_note: "test".into(),
+        }
+    }
+
+    #[test]
+    fn cpu_verdicts_from_ram_then_swap() {
+        let s = shape();
+        // ~11.5 GiB of weights + 2 GiB of KV.
+        let fits = evaluate(
+            &s,
+            &plan(2048, 1),
+            GpuLayers::Auto,
+            &machine(64 * GIB, 8 * GIB, None),
+        );
+        assert_eq!(fits.verdict, Verdict::FitsInRam);
+        assert!(fits.warnings.is_empty(), "{:?}", fits.warnings);
+        let swap = evaluate(
+            &s,
+            &plan(2048, 1),
+            GpuLayers::Auto,
+            &machine(13 * GIB, 8 * GIB, None),
+        );
+        assert_eq!(
+            swap.verdict,
+            Verdict::FitsOnlyWithSwap,
+            "{}",
+            swap.verdict_text
+        );
+        let no = evaluate(
+            &s,
+            &plan(8192, 4),
+            GpuLayers::Auto,
+            &machine(16 * GIB, 0, None),
+        );
+        assert_eq!(no.verdict, Verdict::WillNotFit);
+        assert!(!no.verdict.runnable());
+        let advice = no.advice.join("\n");
+        assert!(advice.contains("--ctx "), "{advice}");
+        assert!(advice.contains("--parallel "), "{advice}");
+        assert!(advice.contains("sudo mkswap /swapfile"), "{advice}");
+    }
+
+    #[test]
+    fn thin_margin_without_swap_warns_with_the_commands() {
+        let s = shape();
+        let e = evaluate(
+            &s,
+            &plan(2048, 1),
+            GpuLayers::Auto,
+            &machine(15 * GIB, 0, None),
+        );
+        assert_eq!(e.verdict, Verdict::FitsInRam, "{}", e.verdict_text);
+        let warning = e.warnings.join("\n");
+        assert!(warning.contains("no swap is configured"), "{warning}");
+        assert!(warning.contains("sudo fallocate -l"), "{warning}");
+        assert!(warning.contains("/etc/fstab"), "{warning}");
+        // The same margin with swap configured is not a warning.
+        let e = evaluate(
+            &s,
+            &plan(2048, 1),
+            GpuLayers::Auto,
+            &machine(15 * GIB, 4 * GIB, None),
+        );
+        assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+    }
+
+    #[test]
+    fn gpu_placement_fits_what_it_can_and_refuses_too_many_layers() {
+        let s = shape();
+        let all = evaluate(
+            &s,
+            &plan(1024, 1),
+            GpuLayers::Auto,
+            &machine(64 * GIB, 0, Some(24 * GIB)),
+        );
+        assert_eq!(all.verdict, Verdict::FitsOnGpu, "{}", all.verdict_text);
+        assert_eq!(all.placement.gpu_layers, 11);
+        let some = evaluate(
+            &s,
+            &plan(1024, 1),
+            GpuLayers::Auto,
+            &machine(64 * GIB, 0, Some(8 * GIB)),
+        );
+        assert_eq!(
+            some.verdict,
+            Verdict::FitsWithOffload,
+            "{}",
+            some.verdict_text
+        );
+        assert!((1..11).contains(&some.placement.gpu_layers));
+        assert!(some.estimate.gpu_peak <= 7 * GIB);
+        let forced = evaluate(
+            &s,
+            &plan(1024, 1),
+            GpuLayers::Count(11),
+            &machine(64 * GIB, 0, Some(8 * GIB)),
+        );
+        assert_eq!(forced.verdict, Verdict::WillNotFit);
+        assert!(
+            forced.advice[0].contains(&format!("--n-gpu-layers {}", some.placement.gpu_layers)),
+            "{:?}",
+            forced.advice
+        );
+        // Layers requested from a binary that cannot offload are ignored, with a warning.
+        let cpu = evaluate(
+            &s,
+            &plan(1024, 1),
+            GpuLayers::Count(5),
+            &machine(64 * GIB, 0, None),
+        );
+        assert_eq!(
+            (cpu.placement.gpu_layers, cpu.verdict),
+            (0, Verdict::FitsInRam)
+        );
+        assert!(cpu.warnings[0].contains("no effect"), "{:?}", cpu.warnings);
+    }
+}
