@@ -148,7 +148,7 @@ pub struct StatusReport {
     pub ok: i64,
     /// `error` answers.
     pub errors: i64,
-    /// Answers per minute over the last `rate_window_minutes`.
+    /// Answers per minute over the last `rate_window_minutes` (at most 5, less early in a run).
     pub recent_per_minute: f64,
     /// The window used for the rate.
     pub rate_window_minutes: f64,
@@ -195,7 +195,11 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
                 (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id),
                 (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id AND a.status = 'ok'),
                 (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id AND a.finished_at >=
-                     strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2))
+                     strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)),
+                -- The window starts at the earliest of those answers' queue times, so a run that
+                -- began a minute ago is not averaged over five.
+                (SELECT (julianday('now') - julianday(MIN(a.queued_at))) * 1440.0 FROM answers a
+                 WHERE a.run_id = r.id AND a.finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2))
          FROM runs r WHERE r.id = ?1",
         rusqlite::params![run_id, format!("-{} minutes", RATE_WINDOW_MINUTES)],
         |row| {
@@ -209,6 +213,10 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
             let done: i64 = row.get(9)?;
             let ok: i64 = row.get(10)?;
             let recent: i64 = row.get(11)?;
+            let window_minutes: f64 = row
+                .get::<_, Option<f64>>(12)?
+                .unwrap_or(RATE_WINDOW_MINUTES)
+                .clamp(1.0 / 60.0, RATE_WINDOW_MINUTES);
             Ok(StatusReport {
                 run_id: row.get(0)?,
                 state: if status == "running" && !alive {
@@ -225,8 +233,8 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
                 done,
                 ok,
                 errors: done - ok,
-                recent_per_minute: recent as f64 / RATE_WINDOW_MINUTES,
-                rate_window_minutes: RATE_WINDOW_MINUTES,
+                recent_per_minute: recent as f64 / window_minutes,
+                rate_window_minutes: window_minutes,
                 eta_seconds: None,
                 updated_at: row.get(7)?,
                 last_sample: None,
@@ -303,7 +311,7 @@ pub fn status_text(report: &StatusReport) -> String {
         (None, _) => text += &format!("  no process holds it; last update {}\n", report.updated_at),
     }
     text += &format!(
-        "  rate {:.1} answers/min over the last {:.0} min",
+        "  rate {:.1} answers/min over the last {:.1} min",
         report.recent_per_minute, report.rate_window_minutes
     );
     if let Some(eta) = report.eta_seconds {
