@@ -278,12 +278,6 @@ pub fn status(store: &crate::store::Store, run_id: i64) -> crate::error::Result<
     Ok(report)
 }
 
-fn gib(bytes: Option<i64>) -> String {
-    bytes.map_or("-".into(), |b| {
-        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-    })
-}
-
 /// `status` as text for a person.
 pub fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
@@ -323,15 +317,15 @@ pub fn status_text(report: &StatusReport) -> String {
         text += &format!(
             "  memory at {}: RSS {}  RAM {} / {}  swap {} / {}  GPU {}\n",
             sample.get("at").and_then(|v| v.as_str()).unwrap_or("-"),
-            gib(get("rss_bytes")),
-            gib(get("ram_used_bytes")),
-            gib(get("ram_total_bytes")),
-            gib(get("swap_used_bytes")),
-            gib(get("swap_total_bytes")),
+            crate::monitor::gib_text(get("rss_bytes")),
+            crate::monitor::gib_text(get("ram_used_bytes")),
+            crate::monitor::gib_text(get("ram_total_bytes")),
+            crate::monitor::gib_text(get("swap_used_bytes")),
+            crate::monitor::gib_text(get("swap_total_bytes")),
             get("gpu_used_bytes").map_or("n/a (no NVML)".into(), |g| format!(
                 "{} / {}",
-                gib(Some(g)),
-                gib(get("gpu_total_bytes"))
+                crate::monitor::gib_text(Some(g)),
+                crate::monitor::gib_text(get("gpu_total_bytes"))
             )),
         );
     }

@@ -124,8 +124,14 @@ impl Default for Probe {
     }
 }
 
-fn gib(bytes: u64) -> f64 {
+/// Bytes in GiB, for display.
+pub fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
+}
+
+/// `1.23 GiB`, or `-` when unknown (a NULL column).
+pub fn gib_text(bytes: Option<i64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.2} GiB", gib(b.max(0) as u64)))
 }
 
 /// One line of the live view: RAM, swap and each GPU.

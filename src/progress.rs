@@ -22,10 +22,6 @@ pub struct Progress {
     last_line: Instant,
 }
 
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
-}
-
 impl Progress {
     /// `already_done` answers were committed by earlier sessions.
     pub fn new(total: u64, already_done: u64) -> Progress {
@@ -63,10 +59,10 @@ impl Progress {
         let session_done = (self.done - self.done_at_start) as f64;
         let per_minute = session_done / elapsed * 60.0;
         let tokens_per_second = self.tokens as f64 / elapsed;
-        let rss = gib(state.last_rss_bytes.load(Ordering::Relaxed));
+        let rss = crate::monitor::gib(state.last_rss_bytes.load(Ordering::Relaxed));
         let gpu = state.last_gpu_used_bytes.load(Ordering::Relaxed);
         let gpu_text = if gpu > 0 {
-            format!(" GPU {:.1} GiB", gib(gpu))
+            format!(" GPU {:.1} GiB", crate::monitor::gib(gpu))
         } else {
             String::new()
         };

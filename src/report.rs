@@ -236,12 +236,6 @@ pub fn rescore(store: &Store, run_id: Option<i64>) -> Result<Rescored> {
     })
 }
 
-fn gib(bytes: Option<i64>) -> String {
-    bytes.map_or("-".into(), |b| {
-        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-    })
-}
-
 fn number(value: Option<f64>, unit: &str) -> String {
     value.map_or("-".into(), |v| format!("{v:.1}{unit}"))
 }
@@ -249,8 +243,11 @@ fn number(value: Option<f64>, unit: &str) -> String {
 /// " (predicted X, +E%)" beside a measured peak, when preflight recorded a prediction.
 fn predicted(bytes: Option<i64>, error_pct: Option<f64>) -> String {
     match (bytes, error_pct) {
-        (Some(b), Some(e)) => format!(" (predicted {}, {e:+.1}%)", gib(Some(b))),
-        (Some(b), None) => format!(" (predicted {})", gib(Some(b))),
+        (Some(b), Some(e)) => format!(
+            " (predicted {}, {e:+.1}%)",
+            crate::monitor::gib_text(Some(b))
+        ),
+        (Some(b), None) => format!(" (predicted {})", crate::monitor::gib_text(Some(b))),
         _ => String::new(),
     }
 }
@@ -285,9 +282,9 @@ pub fn summary_text(store: &Store, run_id: i64) -> Result<String> {
                 number(row.get(12)?, " tok/s"),
                 number(row.get(13)?, " tok/s"),
                 number(row.get(16)?, " s"),
-                gib(row.get(14)?),
+                crate::monitor::gib_text(row.get(14)?),
                 predicted(row.get(17)?, row.get(18)?),
-                gib(row.get(15)?),
+                crate::monitor::gib_text(row.get(15)?),
                 predicted(row.get(19)?, row.get(20)?),
             ))
         },

@@ -316,7 +316,7 @@ fn execute(
 
     // Tokenize every question (not only pending ones) so the context size is the same in every
     // session of the run.
-    let mut prompts: Vec<Result<Vec<Token>>> = questions
+    let prompts: Vec<Result<Vec<Token>>> = questions
         .iter()
         .map(|q| {
             engine
@@ -339,8 +339,8 @@ fn execute(
             .min(trained),
     };
     let prepared: Vec<Prepared> = prompts
-        .iter_mut()
-        .map(|p| match std::mem::replace(p, Ok(Vec::new())) {
+        .into_iter()
+        .map(|p| match p {
             Err(e) => Prepared::Rejected(format!("prompt could not be built: {e}")),
             Ok(tokens) if tokens.is_empty() => Prepared::Rejected("prompt is empty after tokenization".into()),
             Ok(tokens) if tokens.len() + max_tokens > ctx_per_sequence => Prepared::Rejected(format!(
