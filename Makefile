@@ -18,7 +18,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: all deps pydeps build model models run run-bg status stop monitor test bench lint fmt clean
+.PHONY: all deps pydeps build model models run run-bg status stop monitor test bench profile lint fmt clean
 
 all: build
 
@@ -84,11 +84,23 @@ monitor:
 	@$(BIN) monitor
 
 # docent-eval against llama-batched-bench, llama-server and llama-cpp-python on the same work
-# (builds those tools first, once); writes bench/results.md. REPS=3 takes about 30 minutes here.
+# (builds those tools first, once); writes bench/results.md and the raw measurements in
+# bench/results.json. Each repetition takes about 14 minutes here (2 cores); REPS=4 about an hour.
+# BENCH_ARGS passes more options (e.g. --parallel 1,8 --questions-n 8; see bench.py --help).
 REPS ?= 3
+BENCH_ARGS ?=
+BENCH_OUT ?= bench/results.md
 bench: build $(SMOLLM)
 	scripts/bench/build-tools.sh
-	python3 scripts/bench/bench.py --reps $(REPS) --out bench/results.md
+	python3 scripts/bench/bench.py --reps $(REPS) --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# perf profiles of docent-eval and llama-batched-bench on the same work, side by side (N=$(N)).
+N ?= 2
+profile: build $(SMOLLM)
+	@command -v perf >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq linux-perf >/dev/null; }
+	scripts/bench/build-tools.sh
+	scripts/bench/profile.sh $(N)
 
 lint:
 	$(CARGO) fmt --check

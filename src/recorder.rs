@@ -24,6 +24,11 @@ pub struct RecorderState {
     pub last_rss_bytes: AtomicU64,
     /// Last sampled GPU memory (0 without NVML).
     pub last_gpu_used_bytes: AtomicU64,
+    /// Memory samples stored in this session.
+    pub samples: AtomicU64,
+    /// CPU time the recorder thread has used (commits, fsync, probes), in nanoseconds: what
+    /// recording takes from a machine whose cores are all decoding.
+    pub cpu_ns: AtomicU64,
     /// Set when a write failed; the run must stop.
     pub failed: AtomicBool,
     /// The first write failure.
@@ -77,6 +82,7 @@ impl Recorder {
                         {
                             fail(e);
                         }
+                        thread_state.samples.fetch_add(1, Ordering::Relaxed);
                         next_sample = now + sample_interval;
                     }
                     match receiver
@@ -101,6 +107,9 @@ impl Recorder {
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
+                    thread_state
+                        .cpu_ns
+                        .store(thread_cpu_ns(), Ordering::Relaxed);
                 }
                 // Last sample and the active time since the last heartbeat.
                 let sample = probe.sample();
@@ -111,6 +120,10 @@ impl Recorder {
                 {
                     fail(e);
                 }
+                thread_state.samples.fetch_add(1, Ordering::Relaxed);
+                thread_state
+                    .cpu_ns
+                    .store(thread_cpu_ns(), Ordering::Relaxed);
             })
             .map_err(|e| Error::Engine(format!("cannot start the recorder thread: {e}")))?;
         Ok(Recorder {
@@ -176,5 +189,42 @@ impl Drop for Recorder {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// CPU time used so far by the calling thread, in nanoseconds (0 if the clock is unavailable).
+pub fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return 0;
+    }
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_time_counts_only_work_done_on_this_thread() {
+        let before = thread_cpu_ns();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_ns() - before;
+        let before = thread_cpu_ns();
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let busy = thread_cpu_ns() - before;
+        assert!(slept < 20_000_000, "sleeping used {slept} ns of CPU");
+        assert!(
+            busy > 5_000_000,
+            "spinning 50 ms used only {busy} ns of CPU"
+        );
     }
 }

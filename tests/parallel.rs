@@ -85,6 +85,27 @@ fn parallel_4_answers_each_question_once_with_ordered_timestamps_and_a_reused_pr
         )
         .unwrap();
     assert!(overlapping > 0, "continuous batching overlaps questions");
+
+    // What recording cost is measured and reported, and agrees with what was stored.
+    let log = stderr(&output);
+    let line = log
+        .lines()
+        .find(|l| l.contains("recording cost: recorder thread"))
+        .unwrap_or_else(|| panic!("no recording-cost line in:\n{log}"));
+    let number_before = |marker: &str| -> f64 {
+        let head = &line[..line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {line}"))];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let samples: i64 = connection
+        .query_row("SELECT COUNT(*) FROM memory_samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(number_before(" answers and") as i64, 14, "{line}");
+    assert_eq!(number_before(" memory samples") as i64, samples, "{line}");
+    assert!(number_before(" ms CPU for") > 0.0, "{line}");
+    let share = number_before(" % of the decode loop");
+    assert!(share > 0.0 && share < 100.0, "{line}");
 }
 
 #[test]

@@ -51,9 +51,18 @@ if ! python3 -c 'import llama_cpp' 2>/dev/null; then
   CMAKE_ARGS="-DLLAMA_BUILD=OFF" python3 -m pip install --quiet "$sdist"
 fi
 
+ggml_version() {
+  sed -n 's/^set(GGML_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\))/\2/p' "$1/ggml/CMakeLists.txt" | paste -sd.
+}
+# The crate package carries no llama.cpp git metadata: name the llama-cpp-rs commit it was
+# published from (its submodule pins llama.cpp) and the ggml version; the sdist's CHANGELOG names
+# its llama.cpp commit.
+crate_commit=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["git"]["sha1"][:10])' \
+  "$(dirname "$crate_src")/.cargo_vcs_info.json" 2>/dev/null || echo unknown)
+sdist_commit=$(sed -n "/^## \[$LCP_VERSION\]/,/^## /s/.*llama.cpp@\([0-9a-f]*\).*/\1/p" "$sdist/CHANGELOG.md" | head -1)
 {
-  echo "crate llama.cpp: $crate_src (llama-cpp-sys-2 $(basename "$(dirname "$crate_src")" | sed 's/llama-cpp-sys-2-//'))"
-  echo "sdist llama.cpp: llama-cpp-python $LCP_VERSION vendor/llama.cpp"
+  echo "crate llama.cpp: llama-cpp-sys-2 $(basename "$(dirname "$crate_src")" | sed 's/llama-cpp-sys-2-//'), published from utilityai/llama-cpp-rs@$crate_commit (its llama.cpp submodule), ggml $(ggml_version "$crate_src"); docent-eval and llama-batched-bench are built from this tree"
+  echo "sdist llama.cpp: llama-cpp-python $LCP_VERSION vendor/llama.cpp = ggml-org/llama.cpp@${sdist_commit:-unknown}, ggml $(ggml_version "$sdist_src") (the newest llama-cpp-python release, the closest to the crate's tree); llama-server and llama-cpp-python are built from it"
   echo "files differing between the two trees: src/ $(diff -rq "$crate_src/src" "$sdist_src/src" | wc -l), ggml/src/ $(diff -rq "$crate_src/ggml/src" "$sdist_src/ggml/src" | wc -l), include/ $(diff -rq "$crate_src/include" "$sdist_src/include" | wc -l)"
 } > "$work/tools.txt"
 cat "$work/tools.txt"
