@@ -314,8 +314,9 @@ impl Engine {
     }
 
     /// A context with `options.sequences` independent sequences of `options.ctx_per_sequence`
-    /// tokens each. The KV cache is not unified, so llama.cpp splits `n_ctx` evenly: every
-    /// sequence is guaranteed its share and a long answer can never starve another.
+    /// tokens each. Unless `options.kv_unified`, the KV cache is not unified, so llama.cpp splits
+    /// `n_ctx` evenly: every sequence is guaranteed its share and a long answer can never starve
+    /// another.
     pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
         let n_ctx = options
             .ctx_per_sequence

@@ -26,8 +26,8 @@ pub struct RecorderState {
     pub last_gpu_used_bytes: AtomicU64,
     /// Memory samples stored in this session.
     pub samples: AtomicU64,
-    /// CPU time the recorder thread has used (commits, fsync, probes), in nanoseconds: what
-    /// recording takes from a machine whose cores are all decoding.
+    /// CPU time the recorder thread used (commits, fsync, probes), in nanoseconds, set when it
+    /// ends: what recording takes from a machine whose cores are all decoding.
     pub cpu_ns: AtomicU64,
     /// Set when a write failed; the run must stop.
     pub failed: AtomicBool,
@@ -107,9 +107,6 @@ impl Recorder {
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
-                    thread_state
-                        .cpu_ns
-                        .store(thread_cpu_ns(), Ordering::Relaxed);
                 }
                 // Last sample and the active time since the last heartbeat.
                 let sample = probe.sample();
@@ -193,7 +190,7 @@ impl Drop for Recorder {
 }
 
 /// CPU time used so far by the calling thread, in nanoseconds (0 if the clock is unavailable).
-pub fn thread_cpu_ns() -> u64 {
+fn thread_cpu_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
