@@ -1,7 +1,11 @@
 # docent-eval — build, fetch a model, run, test.
-#   make run            build, fetch the default model if none, run the bundled questions -> results.db
-#   make test           everything the tests need on a fresh machine, then the whole suite
-#   make run CUDA=1     the same with llama.cpp's CUDA backend (needs nvcc; see README)
+#   make run            install the build tools if missing (deps), build, fetch the default model
+#                       if none, run the bundled questions -> results.db
+#   make test           also install what only the tests need (test-deps, models, pydeps), then
+#                       run the whole suite
+#   make run CUDA=1     the same with llama.cpp's CUDA backend (needs nvcc; see docs/cuda.md)
+#   make run-bg / status / stop / monitor    a long run in the background (docs/running.md)
+#   make bench / profile / lint / fmt / clean
 SHELL := /bin/bash
 # cargo from rustup, also when make is started without a login shell (CI).
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -14,26 +18,35 @@ PARALLEL ?= 1
 RUN_ARGS ?=
 SMOLLM := models/SmolLM2-135M-Instruct.Q4_1.gguf
 GEMMA := models/gemma-3-270m-q4_k_m.gguf
-# The team's model when present (see README for where to get it), else the small real model.
+# The team's model when present (docs/cuda.md says where to get it), else the small real model.
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: all deps pydeps build model models run run-bg status stop monitor test bench profile lint fmt clean
+.PHONY: all deps test-deps pydeps build model models run run-bg status stop monitor test bench profile lint fmt clean
 
 all: build
 
-# Tools llama-cpp-sys-2 needs to build llama.cpp (cmake, clang/libclang for bindgen), plus the
-# sqlite3 shell for the README's queries, headless Chromium (and a Korean font) for the test that
-# renders the HTML report. Installed only when missing.
+# What building and running need: the tools llama-cpp-sys-2 needs to build llama.cpp (cmake,
+# clang/libclang for bindgen) and the sqlite3 shell for querying results. Installed with apt-get
+# only when missing (through sudo when not root).
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v clang >/dev/null || missing="$$missing clang"; \
 	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# What only the tests need: headless Chromium and a Korean font for the test that renders the
+# HTML report. Installed the same way, only when missing.
+test-deps:
+	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list :lang=ko 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
-	command -v unzip >/dev/null || true; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -66,7 +79,7 @@ run: build model
 
 # Tests build in the release profile, so llama.cpp is compiled once (about 7 minutes on 2
 # cores) and shared with `make run`; the end-to-end tests run the real binary on real models.
-test: deps models pydeps
+test: deps test-deps models pydeps
 	$(CARGO) build --release $(FEATURES)
 	$(CARGO) test --release $(FEATURES) -- --test-threads=1
 

@@ -1,50 +1,131 @@
--- Views for users. Recreated on every open, so they always match the binary.
+-- Views for users, and the one definition of every figure that `report`, `compare`, `status` and
+-- the end-of-run summary show: they read these views and compute nothing of their own. Recreated
+-- on every open, so they always match the binary. Definitions in words: docs/metrics.md.
 DROP VIEW IF EXISTS run_summary;
 DROP VIEW IF EXISTS answers_view;
 DROP VIEW IF EXISTS category_summary;
 DROP VIEW IF EXISTS errors;
 DROP VIEW IF EXISTS memory_peaks;
+DROP VIEW IF EXISTS answer_grades;
+DROP VIEW IF EXISTS memory_by_time;
 
--- One row per run: progress, speed, memory and quality.
+-- Every question of a run with how it is graded:
+--   kind 'mc'   multiple choice with a known correct index;
+--   kind 'free' short answer with a reference text;
+--   kind NULL   nothing to grade against (unscored: in no accuracy denominator).
+-- graded = answered (an ok or an error row) and kind is not NULL. An error row counts as wrong
+-- (correct 0, exact 0, f1 0).
+CREATE VIEW answer_grades AS
+SELECT q.run_id,
+       q.question_id,
+       q.ordinal,
+       COALESCE(q.category, '(none)')                                   AS category,
+       CASE WHEN q.choices_json IS NOT NULL AND q.answer_index IS NOT NULL THEN 'mc'
+            WHEN q.choices_json IS NULL AND q.reference IS NOT NULL THEN 'free' END AS kind,
+       a.status,
+       (a.id IS NOT NULL)                                               AS answered,
+       (a.id IS NOT NULL AND (q.answer_index IS NOT NULL AND q.choices_json IS NOT NULL
+                              OR q.choices_json IS NULL AND q.reference IS NOT NULL)) AS graded,
+       (a.status = 'ok' AND a.score = 1)                                AS correct,
+       (a.status = 'ok' AND a.exact_match = 1)                          AS exact,
+       CASE WHEN a.status = 'ok' THEN COALESCE(a.f1, 0) WHEN a.id IS NOT NULL THEN 0 END AS f1,
+       CASE WHEN a.status = 'ok' THEN a.latency_ms END                  AS ok_latency_ms,
+       CASE WHEN a.status = 'ok' THEN a.ttft_ms END                     AS ok_ttft_ms
+FROM questions q
+LEFT JOIN answers a ON a.run_id = q.run_id AND a.question_id = q.question_id;
+
+-- One row per run and sample time: RSS, RAM and swap as sampled, GPU memory summed over GPUs
+-- (NULL without NVML).
+CREATE VIEW memory_by_time AS
+SELECT run_id, at,
+       MAX(rss_bytes)        AS rss_bytes,
+       MAX(ram_used_bytes)   AS ram_used_bytes,
+       MAX(ram_total_bytes)  AS ram_total_bytes,
+       MAX(swap_used_bytes)  AS swap_used_bytes,
+       MAX(swap_total_bytes) AS swap_total_bytes,
+       SUM(gpu_used_bytes)   AS gpu_used_bytes,
+       SUM(gpu_total_bytes)  AS gpu_total_bytes
+FROM memory_samples GROUP BY run_id, at;
+
+-- One row per run: progress, quality, speed and memory.
+--   success_rate = ok / total; accuracy = correct / graded (mc_ and free_ restricted to a kind);
+--   exact_match_rate and mean_f1 over graded short answers; latency and TTFT over ok rows, with
+--   nearest-rank percentiles (smallest value whose 1-based rank r satisfies r >= p * n);
+--   throughput and questions per hour over runs.active_ms (generation time of all sessions);
+--   peak_rss_bytes over memory samples and answer rows; peak GPU = max over sample times of the
+--   sum over GPUs.
 CREATE VIEW run_summary AS
-WITH ranked AS (
-    SELECT run_id, latency_ms,
+WITH latency_ranked AS (
+    SELECT run_id, latency_ms AS v,
            ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY latency_ms) AS rn,
            COUNT(*)     OVER (PARTITION BY run_id)                     AS n
     FROM answers WHERE status = 'ok' AND latency_ms IS NOT NULL
 ),
-latency_pct AS (   -- nearest-rank percentiles
+latency_pct AS (
     SELECT run_id,
-           MIN(CASE WHEN rn >= 0.50 * n THEN latency_ms END) AS p50_latency_ms,
-           MIN(CASE WHEN rn >= 0.95 * n THEN latency_ms END) AS p95_latency_ms
-    FROM ranked GROUP BY run_id
+           MIN(CASE WHEN rn >= 0.50 * n - 1e-9 THEN v END) AS p50,
+           MIN(CASE WHEN rn >= 0.95 * n - 1e-9 THEN v END) AS p95,
+           MAX(v)                                         AS max
+    FROM latency_ranked GROUP BY run_id
+),
+ttft_ranked AS (
+    SELECT run_id, ttft_ms AS v,
+           ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY ttft_ms) AS rn,
+           COUNT(*)     OVER (PARTITION BY run_id)                  AS n
+    FROM answers WHERE status = 'ok' AND ttft_ms IS NOT NULL
+),
+ttft_pct AS (
+    SELECT run_id,
+           MIN(CASE WHEN rn >= 0.50 * n - 1e-9 THEN v END) AS p50,
+           MIN(CASE WHEN rn >= 0.95 * n - 1e-9 THEN v END) AS p95,
+           MAX(v)                                         AS max
+    FROM ttft_ranked GROUP BY run_id
+),
+grades AS (
+    SELECT run_id,
+           SUM(graded)                                    AS graded,
+           SUM(graded AND correct)                        AS correct,
+           SUM(graded AND kind = 'mc')                    AS mc_graded,
+           SUM(graded AND kind = 'mc' AND correct)        AS mc_correct,
+           SUM(graded AND kind = 'free')                  AS free_graded,
+           SUM(graded AND kind = 'free' AND correct)      AS free_correct,
+           SUM(graded AND kind = 'free' AND exact)        AS free_exact,
+           AVG(CASE WHEN graded AND kind = 'free' THEN f1 END) AS mean_f1
+    FROM answer_grades GROUP BY run_id
 ),
 per_run AS (
     SELECT run_id,
-           COUNT(*)                                      AS done,
-           SUM(status = 'ok')                            AS ok,
-           SUM(status = 'error')                         AS errors,
-           COUNT(score)                                  AS scored,
-           AVG(score)                                    AS accuracy,
-           AVG(f1)                                       AS mean_f1,
+           COUNT(*)                                         AS done,
+           SUM(status = 'ok')                               AS ok,
+           SUM(status = 'error')                            AS errors,
            AVG(CASE WHEN status = 'ok' THEN latency_ms END) AS mean_latency_ms,
            AVG(CASE WHEN status = 'ok' THEN ttft_ms END)    AS mean_ttft_ms,
-           AVG(decode_tok_per_s)                         AS mean_decode_tok_per_s,
-           SUM(prompt_tokens)                            AS prompt_tokens,
-           SUM(completion_tokens)                        AS completion_tokens,
-           MAX(rss_bytes)                                AS peak_answer_rss_bytes
+           AVG(CASE WHEN status = 'ok' THEN decode_tok_per_s END) AS mean_decode_tok_per_s,
+           COALESCE(SUM(prompt_tokens), 0)                  AS prompt_tokens,
+           COALESCE(SUM(prompt_tokens_reused), 0)           AS prompt_tokens_reused,
+           COALESCE(SUM(completion_tokens), 0)              AS completion_tokens,
+           MAX(rss_bytes)                                   AS peak_answer_rss_bytes
     FROM answers GROUP BY run_id
 ),
 mem AS (
     SELECT run_id,
-           MAX(rss_bytes)       AS peak_rss_bytes,
-           MAX(ram_used_bytes)  AS peak_ram_used_bytes,
-           MAX(ram_total_bytes) AS ram_total_bytes,
-           MAX(swap_used_bytes) AS peak_swap_used_bytes,
-           MAX(gpu_used_bytes)  AS peak_gpu_used_bytes,
-           MAX(gpu_total_bytes) AS gpu_total_bytes,
-           COUNT(DISTINCT at)   AS memory_samples
-    FROM memory_samples GROUP BY run_id
+           COUNT(*)              AS memory_samples,
+           MAX(rss_bytes)        AS peak_rss_bytes,
+           MAX(ram_used_bytes)   AS peak_ram_used_bytes,
+           MAX(ram_total_bytes)  AS ram_total_bytes,
+           MAX(swap_used_bytes)  AS peak_swap_used_bytes,
+           MAX(swap_total_bytes) AS swap_total_bytes,
+           MAX(gpu_used_bytes)   AS peak_gpu_used_bytes,
+           MAX(gpu_total_bytes)  AS gpu_total_bytes
+    FROM memory_by_time GROUP BY run_id
+),
+peaks AS (
+    SELECT r.id AS run_id,
+           NULLIF(MAX(COALESCE(m.peak_rss_bytes, 0), COALESCE(a.peak_answer_rss_bytes, 0)), 0) AS peak_rss_bytes,
+           json_extract(r.engine_json, '$.preflight.predicted_gpu_bytes') AS predicted_gpu_bytes
+    FROM runs r
+    LEFT JOIN per_run a ON a.run_id = r.id
+    LEFT JOIN mem m     ON m.run_id = r.id
 )
 SELECT r.id                                   AS run_id,
        r.status,
@@ -54,40 +135,57 @@ SELECT r.id                                   AS run_id,
        COALESCE(a.ok, 0)                      AS ok,
        COALESCE(a.errors, 0)                  AS errors,
        ROUND(1.0 * COALESCE(a.ok, 0) / NULLIF(r.question_count, 0), 4) AS success_rate,
-       a.scored,
-       ROUND(a.accuracy, 4)                   AS accuracy,
-       ROUND(a.mean_f1, 4)                    AS mean_f1,
+       COALESCE(g.graded, 0)                  AS graded,
+       COALESCE(g.correct, 0)                 AS correct,
+       ROUND(1.0 * g.correct / NULLIF(g.graded, 0), 4)           AS accuracy,
+       COALESCE(g.mc_graded, 0)               AS mc_graded,
+       COALESCE(g.mc_correct, 0)              AS mc_correct,
+       ROUND(1.0 * g.mc_correct / NULLIF(g.mc_graded, 0), 4)     AS mc_accuracy,
+       COALESCE(g.free_graded, 0)             AS free_graded,
+       COALESCE(g.free_correct, 0)            AS free_correct,
+       ROUND(1.0 * g.free_correct / NULLIF(g.free_graded, 0), 4) AS free_text_accuracy,
+       COALESCE(g.free_exact, 0)              AS exact_matches,
+       ROUND(1.0 * g.free_exact / NULLIF(g.free_graded, 0), 4)   AS exact_match_rate,
+       ROUND(g.mean_f1, 4)                    AS mean_f1,
        ROUND(a.mean_latency_ms, 1)            AS mean_latency_ms,
-       ROUND(p.p50_latency_ms, 1)             AS p50_latency_ms,
-       ROUND(p.p95_latency_ms, 1)             AS p95_latency_ms,
+       ROUND(lp.p50, 1)                       AS p50_latency_ms,
+       ROUND(lp.p95, 1)                       AS p95_latency_ms,
+       ROUND(lp.max, 1)                       AS max_latency_ms,
        ROUND(a.mean_ttft_ms, 1)               AS mean_ttft_ms,
+       ROUND(tp.p50, 1)                       AS p50_ttft_ms,
+       ROUND(tp.p95, 1)                       AS p95_ttft_ms,
+       ROUND(tp.max, 1)                       AS max_ttft_ms,
        ROUND(a.mean_decode_tok_per_s, 1)      AS mean_decode_tok_per_s,
        ROUND(1000.0 * a.completion_tokens / NULLIF(r.active_ms, 0), 1) AS throughput_tok_per_s,
        ROUND(3600000.0 * a.done / NULLIF(r.active_ms, 0), 1)           AS questions_per_hour,
-       a.prompt_tokens,
-       a.completion_tokens,
-       MAX(COALESCE(m.peak_rss_bytes, 0), COALESCE(a.peak_answer_rss_bytes, 0)) AS peak_rss_bytes,
+       COALESCE(a.prompt_tokens, 0)           AS prompt_tokens,
+       COALESCE(a.prompt_tokens_reused, 0)    AS prompt_tokens_reused,
+       COALESCE(a.completion_tokens, 0)       AS completion_tokens,
+       COALESCE(m.memory_samples, 0)          AS memory_samples,
+       p.peak_rss_bytes,
        m.peak_ram_used_bytes,
        m.ram_total_bytes,
        m.peak_swap_used_bytes,
+       m.swap_total_bytes,
        m.peak_gpu_used_bytes,
        m.gpu_total_bytes,
        r.predicted_peak_bytes,                -- preflight's predicted peak RSS (host)
-       -- (predicted - measured) / measured, in percent; GPU from engine_json (NVML counts the device)
-       ROUND(100.0 * (r.predicted_peak_bytes - MAX(COALESCE(m.peak_rss_bytes, 0), COALESCE(a.peak_answer_rss_bytes, 0)))
-             / NULLIF(MAX(COALESCE(m.peak_rss_bytes, 0), COALESCE(a.peak_answer_rss_bytes, 0)), 0), 1) AS rss_prediction_error_pct,
-       NULLIF(json_extract(r.engine_json, '$.preflight.predicted_gpu_bytes'), 0) AS predicted_gpu_bytes,
-       ROUND(100.0 * (json_extract(r.engine_json, '$.preflight.predicted_gpu_bytes') - m.peak_gpu_used_bytes)
-             / NULLIF(m.peak_gpu_used_bytes, 0), 1) AS gpu_prediction_error_pct,
+       -- (predicted - measured) / measured, in percent
+       ROUND(100.0 * (r.predicted_peak_bytes - p.peak_rss_bytes) / NULLIF(p.peak_rss_bytes, 0), 1) AS rss_prediction_error_pct,
+       NULLIF(p.predicted_gpu_bytes, 0)       AS predicted_gpu_bytes,
+       ROUND(100.0 * (p.predicted_gpu_bytes - m.peak_gpu_used_bytes) / NULLIF(m.peak_gpu_used_bytes, 0), 1) AS gpu_prediction_error_pct,
        ROUND(r.active_ms / 1000.0, 1)         AS wall_time_s,
        r.sessions,
        r.started_at,
        r.finished_at,
        r.model_path
 FROM runs r
-LEFT JOIN per_run a     ON a.run_id = r.id
-LEFT JOIN latency_pct p ON p.run_id = r.id
-LEFT JOIN mem m         ON m.run_id = r.id;
+LEFT JOIN per_run a      ON a.run_id = r.id
+LEFT JOIN grades g       ON g.run_id = r.id
+LEFT JOIN latency_pct lp ON lp.run_id = r.id
+LEFT JOIN ttft_pct tp    ON tp.run_id = r.id
+LEFT JOIN mem m          ON m.run_id = r.id
+LEFT JOIN peaks p        ON p.run_id = r.id;
 
 -- Answers beside their questions, in question-file order.
 CREATE VIEW answers_view AS
@@ -99,34 +197,38 @@ SELECT q.run_id, q.ordinal, q.question_id, q.category, q.question, q.choices_jso
 FROM questions q
 LEFT JOIN answers a ON a.run_id = q.run_id AND a.question_id = q.question_id;
 
--- One row per run and category: progress, accuracy and speed of the questions of that category
--- (questions without a category under '(none)'). Error rows count as wrong, as in `report`.
--- mc_*: multiple choice with a key; free_*: short answers with a reference (score = reference
--- contained in the answer), exact_match_rate and mean_f1 over the same short answers.
+-- One row per run and category (questions without one under '(none)'), with the definitions of
+-- run_summary restricted to the category's questions. first_ordinal orders categories as the
+-- question file does.
 CREATE VIEW category_summary AS
-SELECT q.run_id,
+SELECT g.run_id,
        r.model_name,
-       COALESCE(q.category, '(none)')                                    AS category,
-       COUNT(*)                                                          AS total,
-       COUNT(a.id)                                                       AS done,
-       COALESCE(SUM(a.status = 'ok'), 0)                                 AS ok,
-       COALESCE(SUM(a.status = 'error'), 0)                              AS errors,
-       SUM(a.id IS NOT NULL AND q.choices_json IS NOT NULL AND q.answer_index IS NOT NULL) AS mc_n,
-       ROUND(AVG(CASE WHEN q.choices_json IS NOT NULL AND q.answer_index IS NOT NULL AND a.id IS NOT NULL
-                      THEN COALESCE(a.score, 0) END), 4)                 AS mc_accuracy,
-       SUM(a.id IS NOT NULL AND q.choices_json IS NULL AND q.reference IS NOT NULL) AS free_n,
-       ROUND(AVG(CASE WHEN q.choices_json IS NULL AND q.reference IS NOT NULL AND a.id IS NOT NULL
-                      THEN COALESCE(a.score, 0) END), 4)                 AS free_accuracy,
-       ROUND(AVG(CASE WHEN q.choices_json IS NULL AND q.reference IS NOT NULL AND a.id IS NOT NULL
-                      THEN COALESCE(a.exact_match, 0) END), 4)           AS exact_match_rate,
-       ROUND(AVG(CASE WHEN q.choices_json IS NULL AND q.reference IS NOT NULL AND a.id IS NOT NULL
-                      THEN COALESCE(a.f1, 0) END), 4)                    AS mean_f1,
-       ROUND(AVG(CASE WHEN a.status = 'ok' THEN a.latency_ms END), 1)    AS mean_latency_ms,
-       ROUND(AVG(CASE WHEN a.status = 'ok' THEN a.ttft_ms END), 1)       AS mean_ttft_ms
-FROM questions q
-JOIN runs r ON r.id = q.run_id
-LEFT JOIN answers a ON a.run_id = q.run_id AND a.question_id = q.question_id
-GROUP BY q.run_id, COALESCE(q.category, '(none)');
+       g.category,
+       MIN(g.ordinal)                                                   AS first_ordinal,
+       COUNT(*)                                                         AS total,
+       SUM(g.answered)                                                  AS done,
+       COALESCE(SUM(g.status = 'ok'), 0)                                AS ok,
+       COALESCE(SUM(g.status = 'error'), 0)                             AS errors,
+       SUM(g.graded)                                                    AS graded,
+       SUM(g.graded AND g.correct)                                      AS correct,
+       ROUND(1.0 * SUM(g.graded AND g.correct) / NULLIF(SUM(g.graded), 0), 4) AS accuracy,
+       SUM(g.graded AND g.kind = 'mc')                                  AS mc_graded,
+       SUM(g.graded AND g.kind = 'mc' AND g.correct)                    AS mc_correct,
+       ROUND(1.0 * SUM(g.graded AND g.kind = 'mc' AND g.correct)
+             / NULLIF(SUM(g.graded AND g.kind = 'mc'), 0), 4)           AS mc_accuracy,
+       SUM(g.graded AND g.kind = 'free')                                AS free_graded,
+       SUM(g.graded AND g.kind = 'free' AND g.correct)                  AS free_correct,
+       ROUND(1.0 * SUM(g.graded AND g.kind = 'free' AND g.correct)
+             / NULLIF(SUM(g.graded AND g.kind = 'free'), 0), 4)         AS free_text_accuracy,
+       SUM(g.graded AND g.kind = 'free' AND g.exact)                    AS exact_matches,
+       ROUND(1.0 * SUM(g.graded AND g.kind = 'free' AND g.exact)
+             / NULLIF(SUM(g.graded AND g.kind = 'free'), 0), 4)         AS exact_match_rate,
+       ROUND(AVG(CASE WHEN g.graded AND g.kind = 'free' THEN g.f1 END), 4) AS mean_f1,
+       ROUND(AVG(g.ok_latency_ms), 1)                                   AS mean_latency_ms,
+       ROUND(AVG(g.ok_ttft_ms), 1)                                      AS mean_ttft_ms
+FROM answer_grades g
+JOIN runs r ON r.id = g.run_id
+GROUP BY g.run_id, g.category;
 
 -- Every failed question (answers.status = 'error') with its question and reason.
 -- Group them with: SELECT run_id, error, COUNT(*) FROM errors GROUP BY 1, 2;
@@ -146,28 +248,16 @@ JOIN runs r      ON r.id = a.run_id
 JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id
 WHERE a.status = 'error';
 
--- One row per run with memory samples: the peak of each memory figure and when it happened, next
--- to the preflight prediction. GPU figures are summed over GPUs at each sample time (NULL without
--- NVML). peak_over_predicted = peak RSS / predicted_peak_bytes (the preflight's host RSS prediction;
--- the GPU prediction is run_summary.predicted_gpu_bytes).
+-- One row per run with memory samples: the peak of each memory figure (as in run_summary) and
+-- when it happened, next to the preflight prediction. peak_over_predicted = peak sampled RSS /
+-- predicted_peak_bytes.
 CREATE VIEW memory_peaks AS
-WITH per_at AS (
-    SELECT run_id, at,
-           MAX(rss_bytes)        AS rss,
-           MAX(ram_used_bytes)   AS ram,
-           MAX(ram_total_bytes)  AS ram_total,
-           MAX(swap_used_bytes)  AS swap,
-           MAX(swap_total_bytes) AS swap_total,
-           SUM(gpu_used_bytes)   AS gpu,
-           SUM(gpu_total_bytes)  AS gpu_total
-    FROM memory_samples GROUP BY run_id, at
-),
-peaks AS (
+WITH peaks AS (
     SELECT run_id, COUNT(*) AS samples, MIN(at) AS first_at, MAX(at) AS last_at,
-           MAX(rss) AS rss, MAX(ram) AS ram, MAX(ram_total) AS ram_total,
-           MAX(swap) AS swap, MAX(swap_total) AS swap_total,
-           MAX(gpu) AS gpu, MAX(gpu_total) AS gpu_total
-    FROM per_at GROUP BY run_id
+           MAX(rss_bytes) AS rss, MAX(ram_used_bytes) AS ram, MAX(ram_total_bytes) AS ram_total,
+           MAX(swap_used_bytes) AS swap, MAX(swap_total_bytes) AS swap_total,
+           MAX(gpu_used_bytes) AS gpu, MAX(gpu_total_bytes) AS gpu_total
+    FROM memory_by_time GROUP BY run_id
 )
 SELECT p.run_id,
        r.model_name,
@@ -175,15 +265,15 @@ SELECT p.run_id,
        p.first_at,
        p.last_at,
        p.rss                                                           AS peak_rss_bytes,
-       (SELECT MIN(x.at) FROM per_at x WHERE x.run_id = p.run_id AND x.rss = p.rss)   AS peak_rss_at,
+       (SELECT MIN(x.at) FROM memory_by_time x WHERE x.run_id = p.run_id AND x.rss_bytes = p.rss) AS peak_rss_at,
        p.ram                                                           AS peak_ram_used_bytes,
        p.ram_total                                                     AS ram_total_bytes,
-       (SELECT MIN(x.at) FROM per_at x WHERE x.run_id = p.run_id AND x.ram = p.ram)   AS peak_ram_at,
+       (SELECT MIN(x.at) FROM memory_by_time x WHERE x.run_id = p.run_id AND x.ram_used_bytes = p.ram) AS peak_ram_at,
        p.swap                                                          AS peak_swap_used_bytes,
        p.swap_total                                                    AS swap_total_bytes,
        p.gpu                                                           AS peak_gpu_used_bytes,
        p.gpu_total                                                     AS gpu_total_bytes,
-       (SELECT MIN(x.at) FROM per_at x WHERE x.run_id = p.run_id AND x.gpu = p.gpu)   AS peak_gpu_at,
+       (SELECT MIN(x.at) FROM memory_by_time x WHERE x.run_id = p.run_id AND x.gpu_used_bytes = p.gpu) AS peak_gpu_at,
        r.predicted_peak_bytes,
        ROUND(1.0 * p.rss / NULLIF(r.predicted_peak_bytes, 0), 3)       AS peak_over_predicted
 FROM peaks p

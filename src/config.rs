@@ -79,35 +79,34 @@ impl GenerationSettings {
     /// Check ranges; each problem is one sentence naming the flag.
     pub fn validate(&self) -> Result<()> {
         if self.max_tokens == 0 {
-            return Err(Error::Usage("--max-tokens must be at least 1".into()));
+            return Err(Error::Usage("--max-tokens must be at least 1".into()).into());
         }
         if let Some(ctx) = self.ctx {
             if ctx < 32 {
                 return Err(Error::Usage(format!(
                     "--ctx {ctx} is too small; use at least 32 tokens"
-                )));
+                ))
+                .into());
             }
             if self.max_tokens >= ctx {
                 return Err(Error::Usage(format!(
                     "--max-tokens {} leaves no room for a prompt in --ctx {ctx}; raise --ctx or lower --max-tokens",
                     self.max_tokens
-                )));
+                )).into());
             }
         }
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return Err(Error::Usage(format!(
                 "--temperature {} must be a number >= 0 (0 = greedy)",
                 self.temperature
-            )));
+            ))
+            .into());
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Usage(format!(
-                "--top-p {} must be in (0, 1]",
-                self.top_p
-            )));
+            return Err(Error::Usage(format!("--top-p {} must be in (0, 1]", self.top_p)).into());
         }
         if self.limit == Some(0) {
-            return Err(Error::Usage("--limit must be at least 1".into()));
+            return Err(Error::Usage("--limit must be at least 1".into()).into());
         }
         Ok(())
     }
@@ -186,19 +185,21 @@ impl ExecutionSettings {
             return Err(Error::Usage(format!(
                 "--parallel {} must be between 1 and 512",
                 self.parallel
-            )));
+            ))
+            .into());
         }
         if self.threads == Some(0) {
-            return Err(Error::Usage("--threads must be at least 1".into()));
+            return Err(Error::Usage("--threads must be at least 1".into()).into());
         }
         if self.sample_interval_ms < 50 {
             return Err(Error::Usage(format!(
                 "--sample-interval-ms {} is too short; use at least 50",
                 self.sample_interval_ms
-            )));
+            ))
+            .into());
         }
         if self.batch_size < 16 {
-            return Err(Error::Usage("--batch-size must be at least 16".into()));
+            return Err(Error::Usage("--batch-size must be at least 16".into()).into());
         }
         Ok(())
     }

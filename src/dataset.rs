@@ -48,30 +48,6 @@ impl Question {
     pub fn is_multiple_choice(&self) -> bool {
         self.choices.is_some()
     }
-
-    /// The user message sent to the model: context, question and numbered choices, with an
-    /// instruction in the question's language (Korean when it contains Hangul, else English).
-    pub fn user_message(&self) -> String {
-        let korean = contains_hangul(&self.question);
-        let mut message = String::new();
-        if let Some(context) = &self.context {
-            message.push_str(context.trim());
-            message.push_str("\n\n");
-        }
-        message.push_str(self.question.trim());
-        if let Some(choices) = &self.choices {
-            message.push('\n');
-            for (index, choice) in choices.iter().enumerate() {
-                message.push_str(&format!("\n{}. {}", index + 1, choice.trim()));
-            }
-            message.push_str(if korean {
-                "\n\n정답의 번호를 고르고 그 내용을 답하세요."
-            } else {
-                "\n\nAnswer with the number of the correct choice and its text."
-            });
-        }
-        message
-    }
 }
 
 /// A validated question file.
@@ -145,7 +121,7 @@ pub fn load(path: &Path) -> Result<QuestionSet> {
         ));
     }
     if !problems.is_empty() {
-        return Err(Error::InvalidQuestions(problems));
+        return Err(Error::InvalidQuestions(problems).into());
     }
     Ok(QuestionSet {
         path: path.to_path_buf(),
@@ -165,11 +141,11 @@ fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|e| {
         let valid = &bytes[..e.valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        Error::InvalidQuestions(vec![format!(
+        anyhow::Error::from(Error::InvalidQuestions(vec![format!(
             "{}:{line}: invalid UTF-8 at byte {}; save the file as UTF-8",
             path.display(),
             e.valid_up_to()
-        )])
+        )]))
     })
 }
 
@@ -189,11 +165,11 @@ fn detect_format(path: &Path, text: &str) -> Result<Format> {
         None => Err(Error::InvalidQuestions(vec![format!(
             "{}: no questions found; the file is empty",
             path.display()
-        )])),
+        )]).into()),
         Some(_) => Err(Error::Usage(format!(
             "{}: unknown question format; use .jsonl (one JSON object a line), .json (an array) or .csv (with a header)",
             path.display()
-        ))),
+        )).into()),
     }
 }
 
@@ -472,8 +448,8 @@ mod tests {
 
     fn problems(name: &str, content: &[u8]) -> Vec<String> {
         let (_dir, path) = write(name, content);
-        match load(&path) {
-            Err(Error::InvalidQuestions(problems)) => problems,
+        match load(&path).map_err(|e| e.downcast::<Error>()) {
+            Err(Ok(Error::InvalidQuestions(problems))) => problems,
             other => panic!("expected InvalidQuestions, got {other:?}"),
         }
     }
@@ -598,33 +574,5 @@ mod tests {
                 String::from_utf8_lossy(content)
             );
         }
-    }
-
-    #[test]
-    fn user_message_numbers_choices_in_the_question_language() {
-        let question = Question {
-            id: "1".into(),
-            ordinal: 1,
-            line: 1,
-            question: "수도는?".into(),
-            reference: None,
-            choices: Some(vec!["서울".into(), "부산".into()]),
-            answer_index: None,
-            category: None,
-            context: Some("지문".into()),
-            extra: Map::new(),
-        };
-        let message = question.user_message();
-        assert!(
-            message.starts_with("지문\n\n수도는?\n\n1. 서울\n2. 부산"),
-            "{message}"
-        );
-        assert!(message.contains("번호"));
-        let english = Question {
-            question: "Capital?".into(),
-            context: None,
-            ..question
-        };
-        assert!(english.user_message().contains("Answer with the number"));
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::config::{GenerationSettings, GpuLayers};
 use crate::error::{Error, Result};
+pub use crate::record::{BackendFacts, GpuDevice, ModelInfo, SessionOptions};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -15,7 +16,6 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType, LogOptions};
-use serde::Serialize;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -50,6 +50,14 @@ pub fn system_info() -> String {
             .to_string_lossy()
             .trim()
             .to_string()
+    }
+}
+
+/// What this build of llama.cpp offers: CPU features and the GPUs it can offload to.
+pub fn backend_facts() -> BackendFacts {
+    BackendFacts {
+        system_info: system_info(),
+        gpus: gpu_devices(),
     }
 }
 
@@ -108,47 +116,9 @@ pub fn fit_gpu_layers(
             (n_ctx / n_seq.max(1)).max(1),
             llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR,
         )
-        .map_err(|e| Error::Engine(format!("llama.cpp fit_params: {e}")))?;
+        .map_err(|e| anyhow::Error::msg(format!("llama.cpp fit_params: {e}")))?;
     // -1 (the default, left alone when everything fits) means every layer.
     Ok(u32::try_from(params.n_gpu_layers()).unwrap_or(u32::MAX / 2))
-}
-
-/// A GPU as llama.cpp sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct GpuDevice {
-    /// Device name, e.g. `CUDA0`.
-    pub name: String,
-    /// Description, e.g. `NVIDIA H100 80GB HBM3`.
-    pub description: String,
-    /// Backend name, e.g. `CUDA`.
-    pub backend: String,
-    /// Device memory.
-    pub memory_total: u64,
-    /// Free device memory at the time of the query.
-    pub memory_free: u64,
-}
-
-/// What the loaded model is.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    /// `general.name`, or the file stem.
-    pub name: String,
-    /// `general.architecture`.
-    pub architecture: String,
-    /// Transformer layers.
-    pub n_layer: u32,
-    /// Context length the model was trained with.
-    pub n_ctx_train: u32,
-    /// Parameter count.
-    pub n_params: u64,
-    /// Bytes of weights.
-    pub size_bytes: u64,
-    /// Layers placed on the GPU.
-    pub gpu_layers: u32,
-    /// Why that many.
-    pub gpu_layers_reason: String,
-    /// `chat-template` or `fallback`.
-    pub prompt_format: String,
 }
 
 /// A loaded model.
@@ -188,7 +158,7 @@ impl Engine {
     pub fn load_placed(path: &Path, layers: u32, reason: String) -> Result<Engine> {
         let params = LlamaModelParams::default().with_n_gpu_layers(layers);
         let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
-            Error::Engine(format!(
+            anyhow::Error::msg(format!(
                 "llama.cpp could not load {} ({e}); the file may be truncated, not a GGUF model, of an architecture this llama.cpp does not know, or too large for memory (try fewer --n-gpu-layers). RUST_LOG=llama_cpp_2=info shows llama.cpp's reason",
                 path.display()
             ))
@@ -267,11 +237,11 @@ impl Engine {
             let template = self
                 .model
                 .chat_template(None)
-                .map_err(|e| Error::Engine(format!("chat template vanished: {e}")))?;
+                .map_err(|e| anyhow::Error::msg(format!("chat template vanished: {e}")))?;
             return self
                 .model
                 .apply_chat_template(&template, &messages, true)
-                .map_err(|e| Error::Engine(format!("chat template failed: {e}")));
+                .map_err(|e| anyhow::Error::msg(format!("chat template failed: {e}")));
         }
         let system = system.map(|s| format!("{s}\n\n")).unwrap_or_default();
         Ok(format!("{system}Question: {user}\nAnswer:"))
@@ -335,7 +305,7 @@ impl Engine {
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let context = self.model.new_context(backend(), params).map_err(|e| {
-            Error::Engine(format!(
+            anyhow::Error::msg(format!(
                 "llama.cpp could not create a context of {n_ctx} tokens ({} sequences x {}): {e}; this is usually memory: lower --parallel, --ctx or --n-gpu-layers",
                 options.sequences, options.ctx_per_sequence
             ))
@@ -351,23 +321,7 @@ impl Engine {
 
 fn chat_message(role: &str, content: &str) -> Result<LlamaChatMessage> {
     LlamaChatMessage::new(role.into(), content.into())
-        .map_err(|_| Error::Usage(format!("the {role} text contains a NUL byte; remove it")))
-}
-
-/// Shape of a [`Session`].
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct SessionOptions {
-    /// Independent sequences (`--parallel`).
-    pub sequences: u32,
-    /// Tokens of context each sequence owns.
-    pub ctx_per_sequence: u32,
-    /// Most tokens per decode call.
-    pub batch_size: u32,
-    /// CPU threads.
-    pub threads: u32,
-    /// One KV pool for all sequences (each still uses at most `ctx_per_sequence` cells, so the
-    /// pool of `ctx_per_sequence x sequences` cells can never run out).
-    pub kv_unified: bool,
+        .map_err(|_| crate::error::usage(format!("the {role} text contains a NUL byte; remove it")))
 }
 
 /// Per-question sampler state.
@@ -427,14 +381,14 @@ impl<'m> Session<'m> {
                 &[sequence as i32],
                 wants_logits,
             )
-            .map_err(|e| Error::Engine(format!("batch overflow: {e}")))?;
+            .map_err(|e| anyhow::Error::msg(format!("batch overflow: {e}")))?;
         Ok(index)
     }
 
     /// Run the model over the batch.
     pub fn decode(&mut self) -> Result<()> {
         self.context.decode(&mut self.batch).map_err(|e| {
-            Error::Engine(format!(
+            anyhow::Error::msg(format!(
                 "llama.cpp decode failed ({e}); if this is memory, lower --parallel or --n-gpu-layers and --resume"
             ))
         })

@@ -1,24 +1,27 @@
-//! Typed errors of the library and the process exit codes they map to.
+//! The errors a caller branches on, and the exit code each maps to. Everything else is an
+//! `anyhow::Error` with context naming the file or flag; inside a run such an error ends the run
+//! as `failed` (exit 5).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Exit codes of the `docent-eval` binary (see `../shared/design.md`).
+/// Exit codes of the `docent-eval` binary (see `../shared/design.md` and the README).
 pub mod exit_code {
     /// Everything requested was done.
-    pub const OK: i32 = 0;
+    pub const OK: u8 = 0;
     /// The run finished but some questions ended as `error` rows.
-    pub const SOME_FAILED: i32 = 1;
+    pub const SOME_FAILED: u8 = 1;
     /// Usage or input error; nothing was written.
-    pub const USAGE: i32 = 2;
+    pub const USAGE: u8 = 2;
     /// Stopped before the end (signal or `stop`); the run can be resumed.
-    pub const STOPPED: i32 = 3;
+    pub const STOPPED: u8 = 3;
     /// Another live process holds the run.
-    pub const HELD: i32 = 4;
-    /// The run failed (model load, decode, out of memory); it is recorded as `failed` and resumable.
-    pub const RUN_FAILED: i32 = 5;
+    pub const HELD: u8 = 4;
+    /// The run failed (model load, decode, out of memory); it is recorded as `failed` and
+    /// resumable. Also any other failure that is not the user's input.
+    pub const FAILED: u8 = 5;
 }
 
-/// Everything that can go wrong in docent-eval, grouped by who must act.
+/// The kinds of failure a caller (or the exit code) depends on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A problem with what the user asked for: a flag, a file, a setting. Nothing was written.
@@ -51,54 +54,85 @@ pub enum Error {
         db: String,
     },
 
-    /// The database file is not usable by this binary.
-    #[error("database {path}: {reason}")]
-    Database {
+    /// The database was written by a newer docent-eval.
+    #[error("database {}: schema version {found} is newer than this docent-eval understands ({supported}); upgrade docent-eval or use another --db", .path.display())]
+    SchemaTooNew {
         /// The database file.
         path: PathBuf,
-        /// What is wrong, and what to do.
-        reason: String,
+        /// Its `user_version`.
+        found: u32,
+        /// The newest this binary knows.
+        supported: u32,
     },
 
-    /// The engine failed while running (load, context, decode). The run is marked `failed`.
-    #[error("{0}")]
-    Engine(String),
-
-    /// SQLite failed.
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-
-    /// I/O failed on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+    /// The run failed after it was created and is recorded as `failed`; `--resume` continues it.
+    #[error("run {run_id} failed: {reason}")]
+    RunFailed {
+        /// The run.
+        run_id: i64,
+        /// What went wrong (the error chain, one line).
+        reason: String,
     },
 }
 
 impl Error {
-    /// The process exit code this error should produce.
-    pub fn exit_code(&self) -> i32 {
+    /// The exit code of this kind.
+    pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InvalidQuestions(_) | Error::ResumeMismatch { .. } => {
-                exit_code::USAGE
-            }
-            Error::Database { .. } => exit_code::USAGE,
+            Error::Usage(_)
+            | Error::InvalidQuestions(_)
+            | Error::ResumeMismatch { .. }
+            | Error::SchemaTooNew { .. } => exit_code::USAGE,
             Error::Held { .. } => exit_code::HELD,
-            Error::Engine(_) | Error::Sqlite(_) | Error::Io { .. } => exit_code::RUN_FAILED,
-        }
-    }
-
-    /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+            Error::RunFailed { .. } => exit_code::FAILED,
         }
     }
 }
 
+/// The exit code for any error: the first typed [`Error`] in its chain decides; anything else
+/// is a failure (5).
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Error>())
+        .map_or(exit_code::FAILED, Error::exit_code)
+}
+
+/// A usage error as an `anyhow::Error`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Error::Usage(message.into()).into()
+}
+
+/// An I/O error on `path`, naming it.
+pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(source).context(path.as_ref().display().to_string())
+}
+
 /// Result type of the library.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_first_typed_error_in_the_chain_decides_the_exit_code() {
+        let held: anyhow::Error = Error::Held {
+            run_id: 1,
+            pid: 2,
+            since: "0".into(),
+            db: "r.db".into(),
+        }
+        .into();
+        assert_eq!(exit_code_of(&held), exit_code::HELD);
+        let wrapped = Err::<(), _>(usage("--ctx 1 is too small"))
+            .context("while preparing")
+            .unwrap_err();
+        assert_eq!(exit_code_of(&wrapped), exit_code::USAGE);
+        assert_eq!(
+            exit_code_of(&anyhow::anyhow!("disk on fire")),
+            exit_code::FAILED
+        );
+    }
+}

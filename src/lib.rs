@@ -1,25 +1,27 @@
 //! docent-eval: run a question set through a GGUF model in-process (llama.cpp) and store every
 //! question, answer, timing and memory sample in SQLite, resumable after any interruption.
 //!
-//! Data flows one way: [`dataset`] → [`engine`] (driven by [`scheduler`]) → [`recorder`] /
-//! [`store`] → [`report`]. [`run`] orchestrates one run; [`cli`] maps the command line onto it.
+//! Data flows one way: [`dataset`] → [`prompt`] → [`engine`] → [`run`] (scheduler, recorder) →
+//! [`store`] → [`report`]. [`commands`] runs what [`cli`] parsed and is the only writer to
+//! standard output.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod control;
 pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod holder;
 pub mod monitor;
 pub mod preflight;
-pub mod progress;
-pub mod recorder;
+pub mod prompt;
+pub mod record;
 pub mod report;
 pub mod run;
-pub mod scheduler;
 pub mod score;
 pub mod store;
+pub mod units;
 
 /// `--version` text: crate version, backend, llama.cpp bindings, build profile.
 pub const LONG_VERSION: &str = concat!(
@@ -34,15 +36,3 @@ pub const LONG_VERSION: &str = concat!(
     env!("DOCENT_BUILD_TARGET"),
     ")"
 );
-
-/// What this binary was built with, as JSON (stored in each run's `host_json`).
-pub fn build_info() -> serde_json::Value {
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "backend": env!("DOCENT_BUILD_BACKEND"),
-        "llama_cpp_sys_2": env!("DOCENT_BUILD_LLAMA_CPP_SYS"),
-        "profile": env!("DOCENT_BUILD_PROFILE"),
-        "target": env!("DOCENT_BUILD_TARGET"),
-        "rustc": env!("DOCENT_BUILD_RUSTC"),
-    })
-}

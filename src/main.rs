@@ -1,20 +1,20 @@
-//! `docent-eval`: parse arguments, call the library, print the error, exit with its code.
+//! `docent-eval`: parse arguments, run the command, print an error, exit with its code.
 
 use clap::Parser;
+use std::process::ExitCode;
 
-fn main() {
+fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("docent_eval=info,warn"),
     )
     .format_timestamp_millis()
     .init();
     let cli = docent_eval::cli::Cli::parse();
-    let code = match docent_eval::cli::execute(cli) {
-        Ok(code) => code,
+    match docent_eval::commands::execute(cli) {
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
-            error.exit_code()
+            eprintln!("error: {error:#}");
+            ExitCode::from(docent_eval::error::exit_code_of(&error))
         }
-    };
-    std::process::exit(code);
+    }
 }

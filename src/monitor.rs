@@ -1,6 +1,7 @@
 //! Memory probe: process RSS, RAM and swap through sysinfo; per-GPU memory and utilisation
 //! through NVML when its library loads (absent NVML is normal, not an error: GPU fields stay empty).
 
+use crate::record::{BuildInfo, HostGpu, HostRecord};
 use nvml_wrapper::Nvml;
 use serde::Serialize;
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
@@ -87,7 +88,7 @@ impl Probe {
         let rss_bytes = self.system.process(self.pid).map_or(0, |p| p.memory());
         let ram_total_bytes = self.system.total_memory();
         MemorySample {
-            at: crate::store::now_text(),
+            at: crate::units::now_text(),
             rss_bytes,
             ram_used_bytes: ram_total_bytes.saturating_sub(self.system.available_memory()),
             ram_total_bytes,
@@ -118,20 +119,37 @@ impl Probe {
     }
 }
 
+/// The machine and build a run starts on, stored once per run (`runs.host_json`).
+/// `llama_system_info` is the engine's description of the CPU features llama.cpp uses.
+pub fn host_record(llama_system_info: &str) -> HostRecord {
+    let sample = Probe::new().sample();
+    let mut system = sysinfo::System::new();
+    system.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+    HostRecord {
+        hostname: sysinfo::System::host_name(),
+        os: sysinfo::System::long_os_version(),
+        cpu: system.cpus().first().map(|c| c.brand().trim().to_string()),
+        logical_cpus: system.cpus().len(),
+        ram_total_bytes: sample.ram_total_bytes,
+        swap_total_bytes: sample.swap_total_bytes,
+        gpus: sample
+            .gpus
+            .iter()
+            .map(|g| HostGpu {
+                index: g.index,
+                name: g.name.clone(),
+                total_bytes: g.total_bytes,
+            })
+            .collect(),
+        llama_system_info: llama_system_info.to_string(),
+        build: BuildInfo::current(),
+    }
+}
+
 impl Default for Probe {
     fn default() -> Self {
         Probe::new()
     }
-}
-
-/// Bytes in GiB, for display.
-pub fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
-}
-
-/// `1.23 GiB`, or `-` when unknown (a NULL column).
-pub fn gib_text(bytes: Option<i64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.2} GiB", gib(b.max(0) as u64)))
 }
 
 /// One line of the live view: RAM, swap and each GPU.
@@ -139,18 +157,18 @@ pub fn sample_line(sample: &MemorySample) -> String {
     let mut line = format!(
         "{}  RAM {:6.2} / {:.2} GiB  swap {:6.2} / {:.2} GiB",
         sample.at,
-        gib(sample.ram_used_bytes),
-        gib(sample.ram_total_bytes),
-        gib(sample.swap_used_bytes),
-        gib(sample.swap_total_bytes)
+        crate::units::gib_value(sample.ram_used_bytes),
+        crate::units::gib_value(sample.ram_total_bytes),
+        crate::units::gib_value(sample.swap_used_bytes),
+        crate::units::gib_value(sample.swap_total_bytes)
     );
     for gpu in &sample.gpus {
         line += &format!(
             "  GPU{} {} {:6.2} / {:.2} GiB {:>3}%",
             gpu.index,
             gpu.name,
-            gib(gpu.used_bytes),
-            gib(gpu.total_bytes),
+            crate::units::gib_value(gpu.used_bytes),
+            crate::units::gib_value(gpu.total_bytes),
             gpu.util_pct.map_or("-".to_string(), |u| u.to_string())
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! Formulas follow the llama.cpp snapshot this crate links (llama-context.cpp, llama-kv-cache.cpp,
 //! llama-model.cpp, ggml-cpu/repack.cpp); the host-side constants were calibrated against
-//! `/proc/self/status` on SmolLM2-135M and Gemma-3-270M (see docs/README-preflight.md).
+//! `/proc/self/status` on SmolLM2-135M and Gemma-3-270M (see docs/preflight.md).
 //!
 //! * context: `n_ctx = pad256(ctx × parallel)`, `n_ctx_seq = pad256(n_ctx / parallel)`, and the KV
 //!   cache holds `n_ctx_seq × parallel` cells (the cache is not unified; one stream per sequence).

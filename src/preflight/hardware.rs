@@ -2,7 +2,8 @@
 //! list), and whether this binary can offload at all. A plan for another machine can be made by
 //! overriding each figure (`--ram`, `--swap`, `--gpu-memory`).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::record::GpuDevice;
 use nvml_wrapper::Nvml;
 use serde::Serialize;
 use sysinfo::{MemoryRefreshKind, System};
@@ -57,12 +58,12 @@ pub struct Assume {
 }
 
 impl Hardware {
-    /// Measure this machine, then apply `assume`.
-    pub fn detect(assume: Assume) -> Hardware {
+    /// Measure this machine (RAM and swap; GPUs from NVML, else from llama.cpp's device list in
+    /// `llama_gpus`), then apply `assume`.
+    pub fn detect(assume: Assume, llama_gpus: &[GpuDevice]) -> Hardware {
         let mut system = System::new();
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
         let (nvml, nvml_gpus) = nvml_gpus();
-        let llama_gpus = crate::engine::gpu_devices();
         let mut gpus = if nvml_gpus.is_empty() {
             llama_gpus
                 .iter()
@@ -209,22 +210,8 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 
 /// A size flag's value, or a usage error naming the flag.
 pub fn size_flag(flag: &str, text: Option<&str>) -> Result<Option<u64>> {
-    text.map(|t| parse_size(t).map_err(|e| Error::Usage(format!("{flag}: {e}"))))
+    text.map(|t| parse_size(t).map_err(|e| crate::error::usage(format!("{flag}: {e}"))))
         .transpose()
-}
-
-/// Bytes as GiB with two decimals.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
-}
-
-/// Bytes as a short human figure (MiB below 1 GiB).
-pub fn human(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        gib(bytes)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    }
 }
 
 #[cfg(test)]
@@ -248,15 +235,18 @@ mod tests {
 
     #[test]
     fn assumed_figures_replace_measured_ones() {
-        let hw = Hardware::detect(Assume {
-            ram: Some(87_500_000_000),
-            swap: Some(0),
-            gpu_memory: Some(40_000_000_000),
-        });
+        let hw = Hardware::detect(
+            Assume {
+                ram: Some(87_500_000_000),
+                swap: Some(0),
+                gpu_memory: Some(40_000_000_000),
+            },
+            &[],
+        );
         assert!(hw.assumed && hw.can_offload);
         assert_eq!(hw.ram_available_bytes, 87_500_000_000);
         assert_eq!(hw.gpu_free(), 40_000_000_000);
-        let here = Hardware::detect(Assume::default());
+        let here = Hardware::detect(Assume::default(), &[]);
         assert!(here.ram_total_bytes > 0);
         if !here.can_offload {
             assert!(here.gpus.is_empty());

@@ -3,7 +3,7 @@
 //! GPU memory of this machine, and say whether and how the run fits.
 //!
 //! * [`shape`]: the model's shape from its metadata (no weights are read).
-//! * [`estimate`]: the formulas (documented there and in docs/README-preflight.md).
+//! * [`estimate`]: the formulas (documented there and in docs/preflight.md).
 //! * [`hardware`]: RAM/swap (sysinfo), GPUs (NVML, else llama.cpp), planning overrides.
 //! * [`verdict`]: placement, verdict, advice.
 
@@ -15,8 +15,10 @@ pub mod verdict;
 use crate::config::{ExecutionSettings, GenerationSettings, GpuLayers};
 use crate::dataset::Question;
 use crate::error::{Error, Result};
+use crate::record::BackendFacts;
+use crate::units::{gib, human_bytes as human};
 use estimate::{Estimate, Plan, Repack};
-use hardware::{gib, human, Assume, Hardware};
+use hardware::{Assume, Hardware};
 use serde::Serialize;
 use shape::ModelShape;
 use std::io::Read;
@@ -254,24 +256,21 @@ pub fn process_baseline() -> u64 {
     crate::monitor::Probe::new().sample().rss_bytes + STORE_ALLOWANCE
 }
 
-fn repack_rules() -> Repack {
-    Repack::from_system_info(&crate::engine::system_info())
-}
-
 /// `docent-eval preflight`: describe the model and predict whether it fits.
-pub fn preflight(request: &PreflightRequest) -> Result<PreflightReport> {
+pub fn preflight(request: &PreflightRequest, backend: &BackendFacts) -> Result<PreflightReport> {
     check_model_file(&request.model)?;
     if request.parallel == 0 || request.parallel > 512 {
         return Err(Error::Usage(format!(
             "--parallel {} must be between 1 and 512",
             request.parallel
-        )));
+        ))
+        .into());
     }
     if let Some(ctx) = request.ctx {
         if ctx < 32 {
-            return Err(Error::Usage(format!(
-                "--ctx {ctx} is too small; use at least 32 tokens"
-            )));
+            return Err(
+                Error::Usage(format!("--ctx {ctx} is too small; use at least 32 tokens")).into(),
+            );
         }
     }
     let shape = ModelShape::read(&request.model)?;
@@ -288,7 +287,7 @@ pub fn preflight(request: &PreflightRequest) -> Result<PreflightReport> {
             )
         }
     };
-    let hardware = Hardware::detect(request.assume);
+    let hardware = Hardware::detect(request.assume, &backend.gpus);
     let plan = Plan {
         ctx_per_seq: ctx,
         n_seq: request.parallel,
@@ -297,7 +296,7 @@ pub fn preflight(request: &PreflightRequest) -> Result<PreflightReport> {
         largest_batch: None,
         process_baseline: process_baseline(),
         gpu_backend: hardware.can_offload,
-        repack: repack_rules(),
+        repack: Repack::from_system_info(&backend.system_info),
     };
     let evaluation = verdict::evaluate(&shape, &plan, request.gpu_layers, &hardware);
     Ok(PreflightReport {
@@ -313,6 +312,19 @@ pub fn preflight(request: &PreflightRequest) -> Result<PreflightReport> {
     })
 }
 
+/// The question put to llama.cpp's layer fitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitRequest {
+    /// Context tokens of all sequences.
+    pub n_ctx: u32,
+    /// Sequences.
+    pub n_seq: u32,
+    /// Batch size.
+    pub n_batch: u32,
+    /// Bytes to keep free on each GPU.
+    pub margin_bytes: u64,
+}
+
 /// The preflight of a run, done before the store is opened and before the weights load.
 #[derive(Debug, Clone)]
 pub struct RunPreflight {
@@ -322,10 +334,25 @@ pub struct RunPreflight {
     pub plan: Plan,
 }
 
-/// An upper bound of the context per sequence `run` will choose, before the tokenizer is loaded:
-/// `--ctx`, else the longest question's UTF-8 bytes (a token covers at least one byte) plus the
-/// system prompt, a template allowance and `--max-tokens`, padded to 256 and capped at the
-/// trained context, as `run` caps it.
+/// The context per sequence of a run, one formula for the preflight and the run: `--ctx`, else
+/// the longest prompt plus `--max-tokens`, padded to 256 and capped at the trained context.
+pub fn context_per_sequence(
+    longest_prompt_tokens: usize,
+    generation: &GenerationSettings,
+    n_ctx_train: u64,
+) -> u32 {
+    if let Some(ctx) = generation.ctx {
+        return ctx;
+    }
+    let needed = longest_prompt_tokens.saturating_add(generation.max_tokens as usize);
+    let padded = needed.div_ceil(256).max(1).saturating_mul(256);
+    let trained = n_ctx_train.clamp(256, u64::from(u32::MAX)) as usize;
+    padded.min(trained) as u32
+}
+
+/// An upper bound of [`context_per_sequence`] before the tokenizer is loaded: a token covers at
+/// least one UTF-8 byte, so the longest question's bytes plus the system prompt and a template
+/// allowance bound its prompt tokens.
 pub fn context_bound(
     questions: &[Question],
     generation: &GenerationSettings,
@@ -337,15 +364,11 @@ pub fn context_bound(
     let system = generation.system_prompt.as_deref().map_or(0, str::len);
     let longest = questions
         .iter()
-        .map(|q| q.user_message().len())
+        .map(|q| crate::prompt::user_message(q).len())
         .max()
         .unwrap_or(0);
-    let bound = (longest + system + TEMPLATE_ALLOWANCE + generation.max_tokens as usize)
-        .div_ceil(256)
-        * 256;
-    let trained = n_ctx_train.clamp(256, u64::from(u32::MAX)) as usize;
     (
-        bound.min(trained) as u32,
+        context_per_sequence(longest + system + TEMPLATE_ALLOWANCE, generation, n_ctx_train),
         format!(
             "bound before tokenizing: longest prompt {longest} bytes + system {system} + template {TEMPLATE_ALLOWANCE} + --max-tokens {}, capped at the trained {n_ctx_train}",
             generation.max_tokens
@@ -361,11 +384,12 @@ pub fn check_run(
     generation: &GenerationSettings,
     execution: &ExecutionSettings,
     force: bool,
+    backend: &BackendFacts,
 ) -> Result<RunPreflight> {
     let shape = ModelShape::read(model)?;
     let (ctx, ctx_source) = context_bound(questions, generation, shape.n_ctx_train);
     let n_seq = execution.parallel.min(questions.len().max(1) as u32);
-    let hardware = Hardware::detect(Assume::default());
+    let hardware = Hardware::detect(Assume::default(), &backend.gpus);
     let plan = Plan {
         ctx_per_seq: ctx,
         n_seq,
@@ -374,7 +398,7 @@ pub fn check_run(
         largest_batch: None,
         process_baseline: process_baseline(),
         gpu_backend: hardware.can_offload,
-        repack: repack_rules(),
+        repack: Repack::from_system_info(&backend.system_info),
     };
     let evaluation = verdict::evaluate(&shape, &plan, execution.gpu_layers, &hardware);
     let report = PreflightReport {
@@ -405,41 +429,44 @@ pub fn check_run(
                 report.refusal()
             );
         } else {
-            return Err(Error::Usage(report.refusal()));
+            return Err(Error::Usage(report.refusal()).into());
         }
     }
     Ok(RunPreflight { report, plan })
 }
 
 impl RunPreflight {
-    /// Where to put the layers for loading. With `auto` and a GPU backend, llama.cpp's own
-    /// fitting (`common_fit_params`) decides; when it cannot, the estimate's placement is used.
-    pub fn placement_for_load(&self, requested: GpuLayers, model: &Path) -> Placement {
+    /// What llama.cpp's own fitting (`common_fit_params`) should be asked, when it decides the
+    /// placement: only for `auto` with a GPU backend.
+    pub fn fit_request(&self, requested: GpuLayers) -> Option<FitRequest> {
+        (requested == GpuLayers::Auto && self.report.hardware.can_offload).then(|| FitRequest {
+            n_ctx: self.plan.ctx_per_seq.saturating_mul(self.plan.n_seq),
+            n_seq: self.plan.n_seq,
+            n_batch: self.plan.n_batch,
+            margin_bytes: verdict::GPU_MARGIN,
+        })
+    }
+
+    /// Where to put the layers for loading: the estimate's placement, or llama.cpp's answer to
+    /// [`Self::fit_request`] when it was asked (`fitted`); a failed fit falls back to the estimate.
+    pub fn placement(&self, fitted: Option<Result<u32>>) -> Placement {
         let estimated = self.report.evaluation.placement.clone();
-        if requested != GpuLayers::Auto || !self.report.hardware.can_offload {
-            return estimated;
-        }
-        let n_ctx = self.plan.ctx_per_seq.saturating_mul(self.plan.n_seq);
-        match crate::engine::fit_gpu_layers(
-            model,
-            n_ctx,
-            self.plan.n_seq,
-            self.plan.n_batch,
-            verdict::GPU_MARGIN,
-        ) {
-            Ok(layers) => {
+        match fitted {
+            None => estimated,
+            Some(Ok(layers)) => {
                 let layers = layers.min(self.report.model.n_layer + 1);
                 Placement {
                     gpu_layers: layers,
                     method: "llama.cpp fit_params".into(),
                     reason: format!(
-                        "auto: llama.cpp fit_params placed {layers} of {} layers for {n_ctx} context tokens (estimate said {})",
+                        "auto: llama.cpp fit_params placed {layers} of {} layers for {} context tokens (estimate said {})",
                         self.report.model.n_layer + 1,
+                        self.plan.ctx_per_seq.saturating_mul(self.plan.n_seq),
                         estimated.gpu_layers
                     ),
                 }
             }
-            Err(e) => Placement {
+            Some(Err(e)) => Placement {
                 reason: format!("{} (llama.cpp fit_params failed: {e})", estimated.reason),
                 ..estimated
             },
@@ -479,7 +506,8 @@ pub fn check_model_file(path: &Path) -> Result<u64> {
         return Err(Error::Usage(format!(
             "--model {} is not a file; pass a .gguf file",
             path.display()
-        )));
+        ))
+        .into());
     }
     let mut header = [0u8; 8];
     let read = std::fs::File::open(path)
@@ -489,14 +517,15 @@ pub fn check_model_file(path: &Path) -> Result<u64> {
         return Err(Error::Usage(format!(
             "--model {} is not a GGUF file (no GGUF magic); convert it with llama.cpp's convert_hf_to_gguf.py or download a .gguf",
             path.display()
-        )));
+        )).into());
     }
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if !(2..=3).contains(&version) {
         return Err(Error::Usage(format!(
             "--model {} is GGUF version {version}; this llama.cpp reads versions 2 and 3",
             path.display()
-        )));
+        ))
+        .into());
     }
     Ok(metadata.len())
 }

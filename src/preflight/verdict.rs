@@ -2,9 +2,10 @@
 //! and what to change when it does not.
 
 use super::estimate::{estimate, Estimate, Plan, CTX_PAD};
-use super::hardware::{gib, Hardware};
+use super::hardware::Hardware;
 use super::shape::ModelShape;
 use crate::config::GpuLayers;
+use crate::units::gib;
 use serde::Serialize;
 
 /// Memory llama.cpp's own fitting keeps free on each GPU (`--fit-target`, 1 GiB by default).
@@ -32,22 +33,24 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's name as serialized (`fits_in_ram`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::FitsOnGpu => "fits_on_gpu",
+            Verdict::FitsWithOffload => "fits_with_offload",
+            Verdict::FitsInRam => "fits_in_ram",
+            Verdict::FitsOnlyWithSwap => "fits_only_with_swap",
+            Verdict::WillNotFit => "will_not_fit",
+        }
+    }
+
     /// Whether a run should go ahead without `--force`.
     pub fn runnable(self) -> bool {
         self != Verdict::WillNotFit
     }
 }
 
-/// Where the layers go and why.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Placement {
-    /// Layers offloaded.
-    pub gpu_layers: u32,
-    /// `flag`, `estimate` or `cpu`.
-    pub method: String,
-    /// One sentence.
-    pub reason: String,
-}
+pub use crate::record::Placement;
 
 /// The outcome of evaluating one plan on one machine.
 #[derive(Debug, Clone, Serialize)]

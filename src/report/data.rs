@@ -1,14 +1,11 @@
-//! What a report shows, as plain data: read from the database with bound parameters only, then
-//! summarised by pure functions (so the metrics are unit-testable without a database).
+//! What a report shows, as plain data. Every aggregate figure is read from the `run_summary` and
+//! `category_summary` views (their one definition); answers and memory samples feed tables and charts.
 
-use super::stats::{mean, Rate, Spread};
-use crate::error::{Error, Result};
-use crate::store::Store;
+use super::stats::{Rate, Spread};
+use crate::error::{usage, Result};
+use crate::store::{self, CategorySummary, QuestionAnswer, RunDetails, RunSummary, Store};
 use regex::Regex;
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// Runs side by side (one run for `report`, several for `compare`).
@@ -261,37 +258,6 @@ pub struct AnswerDetail {
     pub finished_s: Option<f64>,
 }
 
-/// The `runs` row fields a report needs.
-#[derive(Debug, Clone, Default)]
-pub struct RunRow {
-    /// Run id.
-    pub id: i64,
-    /// Status text.
-    pub status: String,
-    /// Status reason.
-    pub status_reason: Option<String>,
-    /// Created.
-    pub started_at: String,
-    /// Finished.
-    pub finished_at: Option<String>,
-    /// Model path.
-    pub model_path: String,
-    /// Model short name.
-    pub model_name: String,
-    /// Model file size.
-    pub model_size_bytes: i64,
-    /// Questions in the run.
-    pub question_count: i64,
-    /// Generation settings JSON.
-    pub config_json: String,
-    /// Engine choices JSON.
-    pub engine_json: Option<String>,
-    /// Preflight prediction.
-    pub predicted_peak_bytes: Option<i64>,
-    /// Generation wall time over all sessions, ms.
-    pub active_ms: i64,
-}
-
 /// Quantization named in a GGUF file name (`…Q4_K_M.gguf`, `…-q8_0.gguf`, `…F16.gguf`), upper
 /// case; `unknown` when the name carries none.
 pub fn quantization_from_name(path: &str) -> String {
@@ -333,122 +299,65 @@ pub fn error_reason(error: &str) -> String {
     reason
 }
 
-fn json_u64(value: &Value, pointer: &str) -> Option<u64> {
-    value.pointer(pointer).and_then(Value::as_u64)
-}
-
-fn settings_from(config_json: &str, engine_json: Option<&str>) -> Settings {
-    let config: Value = serde_json::from_str(config_json).unwrap_or(Value::Null);
-    let engine: Value = engine_json
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or(Value::Null);
+fn settings_from(run: &RunDetails) -> Settings {
+    let config = run.settings.as_ref();
+    let engine = run.engine.as_ref();
     Settings {
-        max_tokens: json_u64(&config, "/max_tokens"),
-        temperature: config.pointer("/temperature").and_then(Value::as_f64),
-        top_p: config.pointer("/top_p").and_then(Value::as_f64),
-        seed: json_u64(&config, "/seed"),
-        ctx: json_u64(&engine, "/session/ctx_per_sequence").or(json_u64(&config, "/ctx")),
-        parallel: json_u64(&engine, "/execution/parallel")
-            .or(json_u64(&engine, "/session/sequences")),
-        gpu_layers: json_u64(&engine, "/model/gpu_layers"),
-        threads: json_u64(&engine, "/session/threads").or(json_u64(&engine, "/execution/threads")),
+        max_tokens: config.map(|c| u64::from(c.max_tokens)),
+        temperature: config.map(|c| f64::from(c.temperature)),
+        top_p: config.map(|c| f64::from(c.top_p)),
+        seed: config.map(|c| u64::from(c.seed)),
+        ctx: engine
+            .map(|e| u64::from(e.session.ctx_per_sequence))
+            .or_else(|| config.and_then(|c| c.ctx).map(u64::from)),
+        parallel: engine.map(|e| u64::from(e.execution.parallel)),
+        gpu_layers: engine.map(|e| u64::from(e.model.gpu_layers)),
+        threads: engine.map(|e| u64::from(e.session.threads)),
         system_prompt: config
-            .pointer("/system_prompt")
-            .and_then(Value::as_str)
+            .and_then(|c| c.system_prompt.as_deref())
             .is_some_and(|s| !s.is_empty()),
     }
 }
 
-fn model_from(row: &RunRow) -> ModelSummary {
-    let engine: Value = row
-        .engine_json
-        .as_deref()
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or(Value::Null);
+fn model_from(run: &RunDetails) -> ModelSummary {
+    let model = run.engine.as_ref().map(|e| &e.model);
     ModelSummary {
-        name: row.model_name.clone(),
-        path: row.model_path.clone(),
-        quantization: quantization_from_name(&row.model_path),
-        size_bytes: row.model_size_bytes,
-        architecture: engine
-            .pointer("/model/architecture")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        parameters: json_u64(&engine, "/model/n_params"),
+        name: run.model_name.clone(),
+        path: run.model_path.clone(),
+        quantization: quantization_from_name(&run.model_path),
+        size_bytes: run.model_size_bytes,
+        architecture: model
+            .map(|m| m.architecture.clone())
+            .filter(|a| !a.is_empty()),
+        parameters: model.map(|m| m.n_params),
     }
 }
 
-/// Accuracy figures over a set of answered questions.
-struct Quality {
-    mc: Option<Rate>,
-    free: Option<Rate>,
-    exact: Option<Rate>,
-    f1: Option<f64>,
-    pooled: Option<Rate>,
+/// A rate from a view's counts (`None` when nothing was graded).
+fn rate(successes: i64, n: i64) -> Option<Rate> {
+    Rate::new(successes.max(0) as u64, n.max(0) as u64)
 }
 
-fn quality(answers: &[&AnswerDetail]) -> Quality {
-    let answered: Vec<&AnswerDetail> = answers.iter().copied().filter(|a| a.ok.is_some()).collect();
-    let of_kind = |keep: &dyn Fn(QuestionKind) -> bool| -> Vec<&AnswerDetail> {
-        answered.iter().copied().filter(|a| keep(a.kind)).collect()
-    };
-    let rate = |items: &[&AnswerDetail], hit: &dyn Fn(&AnswerDetail) -> bool| {
-        Rate::new(
-            items.iter().filter(|a| hit(a)).count() as u64,
-            items.len() as u64,
-        )
-    };
-    let correct = |a: &AnswerDetail| a.ok == Some(true) && a.score == Some(1.0);
-    let mc = of_kind(&|k| k == QuestionKind::MultipleChoice);
-    let free = of_kind(&|k| k == QuestionKind::FreeText);
-    let scored = of_kind(&|k| k != QuestionKind::Unscored);
-    let f1s: Vec<f64> = free
-        .iter()
-        .map(|a| match a.ok {
-            Some(true) => a.f1.unwrap_or(0.0),
-            _ => 0.0,
-        })
-        .collect();
-    Quality {
-        mc: rate(&mc, &correct),
-        free: rate(&free, &correct),
-        exact: rate(&free, &|a| {
-            a.ok == Some(true) && a.exact_match == Some(true)
-        }),
-        f1: mean(&f1s),
-        pooled: rate(&scored, &correct),
-    }
+/// Mean, p50, p95 and max as the view computed them, over `n` ok rows.
+fn spread(
+    n: i64,
+    mean: Option<f64>,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    max: Option<f64>,
+) -> Option<Spread> {
+    Some(Spread {
+        n: usize::try_from(n).ok().filter(|&n| n > 0)?,
+        mean: mean?,
+        p50: p50?,
+        p95: p95?,
+        max: max?,
+    })
 }
 
-fn ok_values(answers: &[AnswerDetail], field: impl Fn(&AnswerDetail) -> Option<f64>) -> Vec<f64> {
-    answers
-        .iter()
-        .filter(|a| a.ok == Some(true))
-        .filter_map(field)
-        .collect()
-}
-
-fn max_of(values: impl Iterator<Item = Option<i64>>) -> Option<i64> {
-    values.flatten().max()
-}
-
-/// Summarise one run from its row, its questions with answers, and its memory samples.
-pub fn summarize(
-    row: &RunRow,
-    answers: Vec<AnswerDetail>,
-    timeline: Vec<MemoryPoint>,
-) -> RunReport {
-    let done = answers.iter().filter(|a| a.ok.is_some()).count() as i64;
-    let ok = answers.iter().filter(|a| a.ok == Some(true)).count() as i64;
-    let errors = done - ok;
-    let total = row.question_count;
-    let overall = quality(&answers.iter().collect::<Vec<_>>());
-
-    let wall_time_s = (row.active_ms > 0).then(|| row.active_ms as f64 / 1000.0);
-    let completion_tokens: i64 = answers.iter().filter_map(|a| a.completion_tokens).sum();
-    let prompt_tokens: i64 = answers.iter().filter_map(|a| a.prompt_tokens).sum();
-
+/// Error rows grouped by their text with numbers replaced, most frequent first (ties keep
+/// question order).
+fn errors_by_reason(answers: &[AnswerDetail]) -> Vec<ErrorReason> {
     let mut reasons: Vec<ErrorReason> = Vec::new();
     for a in answers.iter().filter(|a| a.ok == Some(false)) {
         let text = a.error.as_deref().unwrap_or("(no error text)");
@@ -462,234 +371,182 @@ pub fn summarize(
             }),
         }
     }
-    // Stable sort: equal counts keep first-seen (question) order.
     reasons.sort_by_key(|r| std::cmp::Reverse(r.count));
+    reasons
+}
 
-    let mut by_category: BTreeMap<String, Vec<&AnswerDetail>> = BTreeMap::new();
-    if answers.iter().any(|a| a.category.is_some()) {
-        for a in &answers {
-            let name = a.category.clone().unwrap_or_else(|| "(none)".to_string());
-            by_category.entry(name).or_default().push(a);
-        }
+fn category(c: &CategorySummary) -> CategoryReport {
+    CategoryReport {
+        category: c.category.clone(),
+        total: c.total,
+        done: c.done,
+        ok: c.ok,
+        accuracy: rate(c.correct, c.graded),
+        mc_accuracy: rate(c.mc_correct, c.mc_graded),
+        free_text_accuracy: rate(c.free_correct, c.free_graded),
+        exact_match: rate(c.exact_matches, c.free_graded),
+        mean_f1: c.mean_f1,
+        mean_latency_ms: c.mean_latency_ms,
     }
-    let mut categories: Vec<CategoryReport> = by_category
-        .into_iter()
-        .map(|(category, items)| {
-            let q = quality(&items);
-            let latencies: Vec<f64> = items
-                .iter()
-                .filter(|a| a.ok == Some(true))
-                .filter_map(|a| a.latency_ms)
-                .collect();
-            CategoryReport {
-                category,
-                total: items.len() as i64,
-                done: items.iter().filter(|a| a.ok.is_some()).count() as i64,
-                ok: items.iter().filter(|a| a.ok == Some(true)).count() as i64,
-                accuracy: q.pooled,
-                mc_accuracy: q.mc,
-                free_text_accuracy: q.free,
-                exact_match: q.exact,
-                mean_f1: q.f1,
-                mean_latency_ms: mean(&latencies),
-            }
-        })
-        .collect();
-    // Categories in the order of their first question, as the question file has them.
-    let first_ordinal = |name: &str| {
-        answers
-            .iter()
-            .filter(|a| a.category.as_deref().unwrap_or("(none)") == name)
-            .map(|a| a.ordinal)
-            .min()
-            .unwrap_or(i64::MAX)
-    };
-    categories.sort_by_key(|c| first_ordinal(&c.category));
+}
 
-    let samples = {
-        let mut times: Vec<f64> = timeline.iter().map(|p| p.t_s).collect();
-        times.dedup();
-        times.len()
-    };
-    let memory = MemoryPeaks {
-        samples,
-        peak_rss_bytes: max_of(
-            timeline
-                .iter()
-                .map(|p| p.rss_bytes)
-                .chain(answers.iter().map(|a| a.rss_bytes)),
+fn memory(s: &RunSummary) -> MemoryPeaks {
+    MemoryPeaks {
+        samples: usize::try_from(s.memory_samples).unwrap_or(0),
+        peak_rss_bytes: s.peak_rss_bytes,
+        peak_ram_used_bytes: s.peak_ram_used_bytes,
+        ram_total_bytes: s.ram_total_bytes,
+        peak_swap_used_bytes: s.peak_swap_used_bytes,
+        swap_total_bytes: s.swap_total_bytes,
+        peak_gpu_used_bytes: s.peak_gpu_used_bytes,
+        gpu_total_bytes: s.gpu_total_bytes,
+        predicted_peak_bytes: s.predicted_peak_bytes,
+    }
+}
+
+/// How a stored question is graded, and its reference as shown (`2. 세종` for multiple choice).
+/// The same rule as the `answer_grades` view.
+fn detail(row: QuestionAnswer) -> AnswerDetail {
+    let (kind, reference) = match (&row.choices, row.answer_index) {
+        (Some(choices), Some(index)) => (
+            QuestionKind::MultipleChoice,
+            Some(format!(
+                "{}. {}",
+                index + 1,
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| choices.get(i))
+                    .map_or("", String::as_str)
+            )),
         ),
-        peak_ram_used_bytes: max_of(timeline.iter().map(|p| p.ram_used_bytes)),
-        ram_total_bytes: max_of(timeline.iter().map(|p| p.ram_total_bytes)),
-        peak_swap_used_bytes: max_of(timeline.iter().map(|p| p.swap_used_bytes)),
-        swap_total_bytes: max_of(timeline.iter().map(|p| p.swap_total_bytes)),
-        peak_gpu_used_bytes: max_of(timeline.iter().map(|p| p.gpu_used_bytes)),
-        gpu_total_bytes: max_of(timeline.iter().map(|p| p.gpu_total_bytes)),
-        predicted_peak_bytes: row.predicted_peak_bytes,
+        (Some(_), None) => (QuestionKind::Unscored, row.reference),
+        (None, _) if row.reference.is_some() => (QuestionKind::FreeText, row.reference),
+        (None, _) => (QuestionKind::Unscored, None),
     };
+    AnswerDetail {
+        question_id: row.question_id,
+        ordinal: row.ordinal,
+        category: row.category,
+        question: row.question,
+        kind,
+        reference,
+        ok: row.ok,
+        answer: row.answer,
+        error: row.error,
+        score: row.score,
+        exact_match: row.exact_match,
+        f1: row.f1,
+        chosen_index: row.chosen_index,
+        prompt_tokens: row.prompt_tokens,
+        completion_tokens: row.completion_tokens,
+        ttft_ms: row.ttft_ms,
+        latency_ms: row.latency_ms,
+        decode_tok_per_s: row.decode_tok_per_s,
+        rss_bytes: row.rss_bytes,
+        finished_s: row.finished_s,
+    }
+}
 
+fn point(p: store::MemoryPoint) -> MemoryPoint {
+    MemoryPoint {
+        t_s: p.t_s,
+        rss_bytes: p.rss_bytes,
+        ram_used_bytes: p.ram_used_bytes,
+        ram_total_bytes: p.ram_total_bytes,
+        swap_used_bytes: p.swap_used_bytes,
+        swap_total_bytes: p.swap_total_bytes,
+        gpu_used_bytes: p.gpu_used_bytes,
+        gpu_total_bytes: p.gpu_total_bytes,
+    }
+}
+
+/// Put one run's report together. Every aggregate comes from the run's `run_summary` and
+/// `category_summary` rows (the one definition of each figure); the answers and the memory
+/// timeline only feed the tables and charts.
+pub fn summarize(
+    run: &RunDetails,
+    summary: &RunSummary,
+    categories: &[CategorySummary],
+    answers: Vec<AnswerDetail>,
+    timeline: Vec<MemoryPoint>,
+) -> RunReport {
+    let s = summary;
+    // Categories only when the questions carry one.
+    let categories = if answers.iter().any(|a| a.category.is_some()) {
+        categories.iter().map(category).collect()
+    } else {
+        Vec::new()
+    };
     RunReport {
-        run_id: row.id,
-        status: row.status.clone(),
-        status_reason: row.status_reason.clone(),
-        started_at: row.started_at.clone(),
-        finished_at: row.finished_at.clone(),
-        model: model_from(row),
-        settings: settings_from(&row.config_json, row.engine_json.as_deref()),
-        questions_total: total,
-        questions_done: done,
-        ok,
-        errors,
-        success_rate: (total > 0).then(|| ok as f64 / total as f64),
-        mc_accuracy: overall.mc,
-        free_text_accuracy: overall.free,
-        exact_match: overall.exact,
-        mean_f1: overall.f1,
-        latency_ms: Spread::of(&ok_values(&answers, |a| a.latency_ms)),
-        ttft_ms: Spread::of(&ok_values(&answers, |a| a.ttft_ms)),
-        decode_tok_per_s: mean(&ok_values(&answers, |a| a.decode_tok_per_s)),
-        throughput_tok_per_s: wall_time_s.map(|s| completion_tokens as f64 / s),
-        prompt_tokens,
-        completion_tokens,
-        wall_time_s,
-        questions_per_hour: wall_time_s.map(|s| done as f64 * 3600.0 / s),
-        memory,
-        errors_by_reason: reasons,
+        run_id: run.id,
+        status: run.status.to_string(),
+        status_reason: run.status_reason.clone(),
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        model: model_from(run),
+        settings: settings_from(run),
+        questions_total: s.total,
+        questions_done: s.done,
+        ok: s.ok,
+        errors: s.errors,
+        success_rate: s.success_rate,
+        mc_accuracy: rate(s.mc_correct, s.mc_graded),
+        free_text_accuracy: rate(s.free_correct, s.free_graded),
+        exact_match: rate(s.exact_matches, s.free_graded),
+        mean_f1: s.mean_f1,
+        latency_ms: spread(
+            s.ok,
+            s.mean_latency_ms,
+            s.p50_latency_ms,
+            s.p95_latency_ms,
+            s.max_latency_ms,
+        ),
+        ttft_ms: spread(
+            s.ok,
+            s.mean_ttft_ms,
+            s.p50_ttft_ms,
+            s.p95_ttft_ms,
+            s.max_ttft_ms,
+        ),
+        decode_tok_per_s: s.mean_decode_tok_per_s,
+        throughput_tok_per_s: s.throughput_tok_per_s,
+        prompt_tokens: s.prompt_tokens,
+        completion_tokens: s.completion_tokens,
+        wall_time_s: s.wall_time_s,
+        questions_per_hour: s.questions_per_hour,
+        memory: memory(s),
+        errors_by_reason: errors_by_reason(&answers),
         categories,
         timeline,
         answers,
     }
 }
 
-fn read_run_row(store: &Store, run_id: i64) -> Result<Option<RunRow>> {
-    Ok(store
-        .connection()
-        .query_row(
-            "SELECT id, status, status_reason, started_at, finished_at, model_path, model_name,
-                    model_size_bytes, question_count, config_json, engine_json,
-                    predicted_peak_bytes, active_ms
-             FROM runs WHERE id = ?1",
-            params![run_id],
-            |r| {
-                Ok(RunRow {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    status_reason: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    model_path: r.get(5)?,
-                    model_name: r.get(6)?,
-                    model_size_bytes: r.get(7)?,
-                    question_count: r.get(8)?,
-                    config_json: r.get(9)?,
-                    engine_json: r.get(10)?,
-                    predicted_peak_bytes: r.get(11)?,
-                    active_ms: r.get(12)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-fn read_answers(store: &Store, row: &RunRow) -> Result<Vec<AnswerDetail>> {
-    let mut statement = store.connection().prepare(
-        "SELECT q.question_id, q.ordinal, q.category, q.question, q.reference, q.answer_index,
-                q.choices_json, a.status, a.answer, a.error, a.score, a.exact_match, a.f1,
-                a.chosen_index, a.prompt_tokens, a.completion_tokens, a.ttft_ms, a.latency_ms,
-                a.decode_tok_per_s, a.rss_bytes,
-                (julianday(a.finished_at) - julianday(?2)) * 86400.0
-         FROM questions q
-         LEFT JOIN answers a ON a.run_id = q.run_id AND a.question_id = q.question_id
-         WHERE q.run_id = ?1
-         ORDER BY q.ordinal",
-    )?;
-    let rows = statement.query_map(params![row.id, row.started_at], |r| {
-        let reference: Option<String> = r.get(4)?;
-        let answer_index: Option<i64> = r.get(5)?;
-        let choices_json: Option<String> = r.get(6)?;
-        let choices: Option<Vec<String>> = choices_json
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok());
-        let (kind, shown) = match (&choices, answer_index) {
-            (Some(choices), Some(index)) => (
-                QuestionKind::MultipleChoice,
-                Some(format!(
-                    "{}. {}",
-                    index + 1,
-                    usize::try_from(index)
-                        .ok()
-                        .and_then(|i| choices.get(i))
-                        .map_or("", String::as_str)
-                )),
-            ),
-            (Some(_), None) => (QuestionKind::Unscored, reference),
-            (None, _) if reference.is_some() => (QuestionKind::FreeText, reference),
-            (None, _) => (QuestionKind::Unscored, None),
-        };
-        let status: Option<String> = r.get(7)?;
-        Ok(AnswerDetail {
-            question_id: r.get(0)?,
-            ordinal: r.get(1)?,
-            category: r.get(2)?,
-            question: r.get(3)?,
-            kind,
-            reference: shown,
-            ok: status.map(|s| s == "ok"),
-            answer: r.get(8)?,
-            error: r.get(9)?,
-            score: r.get(10)?,
-            exact_match: r.get(11)?,
-            f1: r.get(12)?,
-            chosen_index: r.get(13)?,
-            prompt_tokens: r.get(14)?,
-            completion_tokens: r.get(15)?,
-            ttft_ms: r.get(16)?,
-            latency_ms: r.get(17)?,
-            decode_tok_per_s: r.get(18)?,
-            rss_bytes: r.get(19)?,
-            finished_s: r.get(20)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-fn read_timeline(store: &Store, row: &RunRow) -> Result<Vec<MemoryPoint>> {
-    let mut statement = store.connection().prepare(
-        "SELECT (julianday(at) - julianday(?2)) * 86400.0, MAX(rss_bytes), MAX(ram_used_bytes),
-                MAX(ram_total_bytes), MAX(swap_used_bytes), MAX(swap_total_bytes),
-                SUM(gpu_used_bytes), SUM(gpu_total_bytes)
-         FROM memory_samples WHERE run_id = ?1
-         GROUP BY at ORDER BY at",
-    )?;
-    let rows = statement.query_map(params![row.id, row.started_at], |r| {
-        Ok(MemoryPoint {
-            t_s: r.get::<_, Option<f64>>(0)?.unwrap_or(0.0),
-            rss_bytes: r.get(1)?,
-            ram_used_bytes: r.get(2)?,
-            ram_total_bytes: r.get(3)?,
-            swap_used_bytes: r.get(4)?,
-            swap_total_bytes: r.get(5)?,
-            gpu_used_bytes: r.get(6)?,
-            gpu_total_bytes: r.get(7)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
 /// Read and summarise the given runs, in order. A missing run is a usage error naming it.
 pub fn load(store: &Store, run_ids: &[i64]) -> Result<Comparison> {
     let mut runs = Vec::with_capacity(run_ids.len());
     for &run_id in run_ids {
-        let row = read_run_row(store, run_id)?.ok_or_else(|| {
-            Error::Usage(format!(
+        let missing = || {
+            usage(format!(
                 "run {run_id} does not exist in {}; `docent-eval compare --db {}` lists every finished run",
                 store.path().display(),
                 store.path().display()
             ))
-        })?;
-        let answers = read_answers(store, &row)?;
-        let timeline = read_timeline(store, &row)?;
-        runs.push(summarize(&row, answers, timeline));
+        };
+        let run = store.run_details(run_id)?.ok_or_else(missing)?;
+        let summary = store.run_summary(run_id)?.ok_or_else(missing)?;
+        let categories = store.category_summaries(run_id)?;
+        let answers = store
+            .question_answers(run_id)?
+            .into_iter()
+            .map(detail)
+            .collect();
+        let timeline = store
+            .memory_timeline(run_id)?
+            .into_iter()
+            .map(point)
+            .collect();
+        runs.push(summarize(&run, &summary, &categories, answers, timeline));
     }
     Ok(Comparison { runs })
 }
@@ -724,178 +581,5 @@ mod tests {
             "prompt of N tokens + --max-tokens N exceeds the context of N tokens per sequence; raise --ctx"
         );
         assert_eq!(error_reason("  x 1.5 y  "), "x N y");
-    }
-
-    fn detail(id: &str, kind: QuestionKind, ok: Option<bool>) -> AnswerDetail {
-        AnswerDetail {
-            question_id: id.into(),
-            ordinal: 0,
-            category: None,
-            question: format!("question {id}"),
-            kind,
-            reference: None,
-            ok,
-            answer: None,
-            error: None,
-            score: None,
-            exact_match: None,
-            f1: None,
-            chosen_index: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            ttft_ms: None,
-            latency_ms: None,
-            decode_tok_per_s: None,
-            rss_bytes: None,
-            finished_s: None,
-        }
-    }
-
-    #[test]
-    fn summary_counts_errors_as_wrong_and_groups_categories() {
-        use QuestionKind::*;
-        let mut answers = Vec::new();
-        for (i, (kind, ok, score, exact, f1, category, latency, error)) in [
-            (
-                MultipleChoice,
-                Some(true),
-                Some(1.0),
-                None,
-                None,
-                "a",
-                100.0,
-                None,
-            ),
-            (
-                MultipleChoice,
-                Some(true),
-                Some(0.0),
-                None,
-                None,
-                "a",
-                300.0,
-                None,
-            ),
-            (
-                MultipleChoice,
-                Some(false),
-                None,
-                None,
-                None,
-                "b",
-                0.0,
-                Some("prompt of 900 tokens too long"),
-            ),
-            (
-                FreeText,
-                Some(true),
-                Some(1.0),
-                Some(true),
-                Some(1.0),
-                "b",
-                200.0,
-                None,
-            ),
-            (
-                FreeText,
-                Some(true),
-                Some(0.0),
-                Some(false),
-                Some(0.5),
-                "b",
-                400.0,
-                None,
-            ),
-            (
-                FreeText,
-                Some(false),
-                None,
-                None,
-                None,
-                "a",
-                0.0,
-                Some("prompt of 1000 tokens too long"),
-            ),
-            (FreeText, None, None, None, None, "a", 0.0, None),
-            (Unscored, Some(true), None, None, None, "b", 500.0, None),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let mut a = detail(&format!("q{i}"), kind, ok);
-            a.ordinal = i as i64 + 1;
-            a.score = score;
-            a.exact_match = exact;
-            a.f1 = f1;
-            a.category = Some(category.to_string());
-            a.error = error.map(str::to_string);
-            if ok == Some(true) {
-                a.latency_ms = Some(latency);
-                a.ttft_ms = Some(latency / 10.0);
-                a.completion_tokens = Some(10);
-                a.rss_bytes = Some(1000 + i as i64);
-            }
-            answers.push(a);
-        }
-        let row = RunRow {
-            id: 7,
-            status: "interrupted".into(),
-            model_path: "models/m.Q8_0.gguf".into(),
-            model_name: "m.Q8_0".into(),
-            question_count: 8,
-            config_json: r#"{"max_tokens":12,"temperature":0.0,"top_p":1.0,"seed":42,"system_prompt":null}"#.into(),
-            engine_json: Some(r#"{"model":{"architecture":"llama","n_params":135,"gpu_layers":0},"session":{"sequences":2,"ctx_per_sequence":512,"threads":2},"execution":{"parallel":2}}"#.into()),
-            active_ms: 2000,
-            ..Default::default()
-        };
-        let timeline = vec![MemoryPoint {
-            t_s: 1.0,
-            rss_bytes: Some(5000),
-            ram_used_bytes: Some(9000),
-            ram_total_bytes: Some(10000),
-            swap_used_bytes: Some(0),
-            swap_total_bytes: Some(0),
-            gpu_used_bytes: None,
-            gpu_total_bytes: None,
-        }];
-        let report = summarize(&row, answers, timeline);
-        assert_eq!((report.questions_done, report.ok, report.errors), (7, 5, 2));
-        assert_eq!(report.success_rate, Some(5.0 / 8.0));
-        let mc = report.mc_accuracy.unwrap();
-        assert_eq!((mc.successes, mc.n), (1, 3));
-        let free = report.free_text_accuracy.unwrap();
-        assert_eq!((free.successes, free.n), (1, 3));
-        let exact = report.exact_match.unwrap();
-        assert_eq!((exact.successes, exact.n), (1, 3));
-        assert!((report.mean_f1.unwrap() - 0.5).abs() < 1e-12);
-        let latency = report.latency_ms.unwrap();
-        assert_eq!((latency.n, latency.p50, latency.max), (5, 300.0, 500.0));
-        assert_eq!(report.completion_tokens, 50);
-        assert_eq!(report.throughput_tok_per_s, Some(25.0));
-        assert_eq!(report.questions_per_hour, Some(7.0 * 1800.0));
-        assert_eq!(report.memory.peak_rss_bytes, Some(5000));
-        assert_eq!(report.memory.peak_gpu_used_bytes, None);
-        assert_eq!(report.model.quantization, "Q8_0");
-        assert_eq!(report.settings.parallel, Some(2));
-        assert_eq!(report.settings.ctx, Some(512));
-        assert_eq!(
-            report.errors_by_reason,
-            vec![ErrorReason {
-                reason: "prompt of N tokens too long".into(),
-                count: 2,
-                example: "prompt of 900 tokens too long".into()
-            }]
-        );
-        let names: Vec<&str> = report
-            .categories
-            .iter()
-            .map(|c| c.category.as_str())
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-        let a = &report.categories[0];
-        assert_eq!((a.total, a.done, a.ok), (4, 3, 2));
-        let pooled = a.accuracy.unwrap();
-        assert_eq!((pooled.successes, pooled.n), (1, 3));
-        assert_eq!(a.mean_latency_ms, Some(200.0));
     }
 }

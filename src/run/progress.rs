@@ -1,7 +1,7 @@
 //! Progress for a person: an indicatif bar on a terminal; a plain log line every few seconds
 //! when stderr is not a terminal (background runs, CI).
 
-use crate::recorder::RecorderState;
+use super::recorder::RecorderState;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -59,10 +59,10 @@ impl Progress {
         let session_done = (self.done - self.done_at_start) as f64;
         let per_minute = session_done / elapsed * 60.0;
         let tokens_per_second = self.tokens as f64 / elapsed;
-        let rss = crate::monitor::gib(state.last_rss_bytes.load(Ordering::Relaxed));
+        let rss = crate::units::gib_value(state.last_rss_bytes.load(Ordering::Relaxed));
         let gpu = state.last_gpu_used_bytes.load(Ordering::Relaxed);
         let gpu_text = if gpu > 0 {
-            format!(" GPU {:.1} GiB", crate::monitor::gib(gpu))
+            format!(" GPU {:.1} GiB", crate::units::gib_value(gpu))
         } else {
             String::new()
         };

@@ -3,7 +3,7 @@
 //! takes a memory sample every `--sample-interval-ms`, and keeps the run's heartbeat and active
 //! time current. Keeping SQLite's fsync and the probes here keeps them off the decode loop.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::monitor::Probe;
 use crate::store::{AnswerRow, Store};
 use std::path::Path;
@@ -55,13 +55,13 @@ impl Recorder {
                 let mut probe = Probe::new();
                 let mut last_heartbeat = Instant::now();
                 let mut next_sample = Instant::now();
-                let fail = |error: Error| {
-                    log::error!("recording failed: {error}");
+                let fail = |error: anyhow::Error| {
+                    log::error!("recording failed: {error:#}");
                     let mut failure = thread_state
                         .failure
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert_with(|| error.to_string());
+                    failure.get_or_insert_with(|| format!("{error:#}"));
                     thread_state.failed.store(true, Ordering::SeqCst);
                 };
                 loop {
@@ -122,7 +122,7 @@ impl Recorder {
                     .cpu_ns
                     .store(thread_cpu_ns(), Ordering::Relaxed);
             })
-            .map_err(|e| Error::Engine(format!("cannot start the recorder thread: {e}")))?;
+            .map_err(|e| anyhow::Error::msg(format!("cannot start the recorder thread: {e}")))?;
         Ok(Recorder {
             sender: Some(sender),
             handle: Some(handle),
@@ -164,7 +164,7 @@ impl Recorder {
         self.sender.take();
         if let Some(handle) = self.handle.take() {
             if handle.join().is_err() {
-                return Err(Error::Engine("the recorder thread panicked".into()));
+                return Err(anyhow::anyhow!("the recorder thread panicked"));
             }
         }
         let failure = self
@@ -174,7 +174,9 @@ impl Recorder {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match failure {
-            Some(message) => Err(Error::Engine(format!("writing results failed: {message}"))),
+            Some(message) => Err(anyhow::Error::msg(format!(
+                "writing results failed: {message}"
+            ))),
             None => Ok(()),
         }
     }

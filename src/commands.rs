@@ -1,0 +1,227 @@
+//! One function per subcommand: turn parsed arguments into library calls and print the result.
+//! The only module that writes to standard output; logs and progress go to standard error.
+
+use crate::cli::{
+    Cli, Command, CompareArgs, MonitorArgs, PreflightArgs, PromptsArgs, ReportArgs, RunArgs,
+    ScoreArgs, StatusArgs, StopArgs,
+};
+use crate::config::{ExecutionSettings, GenerationSettings};
+use crate::error::{exit_code, usage, Result};
+use crate::holder::StopOutcome;
+use crate::report::{self, Format};
+use crate::run::{self, RunRequest, StopSignal};
+use crate::store::Store;
+use anyhow::Context;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// Run a parsed command line; returns the exit code of a command that ran to its end.
+pub fn execute(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Report(args) => report_command(args),
+        Command::Compare(args) => compare_command(args),
+        Command::Score(args) => score_command(args),
+        Command::Preflight(args) => preflight_command(args),
+        Command::Status(args) => status_command(args),
+        Command::Stop(args) => stop_command(args),
+        Command::Prompts(args) => prompts_command(args),
+        Command::Monitor(args) => monitor_command(args),
+    }
+}
+
+/// Write `text` to standard output. A closed pipe (`| head`) is not an error: the reader has
+/// what it wanted.
+fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
+}
+
+fn run_command(args: RunArgs) -> Result<u8> {
+    let request = run_request(args)?;
+    let stop = StopSignal::install().context("installing the SIGINT/SIGTERM handlers")?;
+    let outcome = run::run(&request, &stop)?;
+    eprintln!("{}", outcome.message);
+    if outcome.exit_code == exit_code::OK || outcome.exit_code == exit_code::SOME_FAILED {
+        let store = Store::open_existing(&request.db)?;
+        print(&format!(
+            "{}\n",
+            report::summary_text(&store, outcome.run_id)?
+        ))?;
+    }
+    Ok(outcome.exit_code)
+}
+
+fn run_request(args: RunArgs) -> Result<RunRequest> {
+    let system_prompt = system_prompt(args.system.as_deref(), args.system_file.as_deref())?;
+    Ok(RunRequest {
+        model: args.model,
+        questions: args.questions,
+        db: args.db,
+        resume: args.resume,
+        run_id: args.run_id,
+        generation: GenerationSettings {
+            max_tokens: args.max_tokens,
+            ctx: args.ctx,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+            system_prompt,
+            limit: args.limit,
+            ignore_eos: args.ignore_eos,
+        },
+        execution: ExecutionSettings {
+            parallel: args.parallel,
+            gpu_layers: args.n_gpu_layers,
+            threads: args.threads,
+            sample_interval_ms: args.sample_interval_ms,
+            batch_size: args.batch_size,
+            prefix_cache: !args.no_prefix_cache,
+            kv_unified: args.kv_unified,
+        },
+        grace: Duration::from_secs(args.grace_seconds),
+        discard_answers: args.bench_discard_answers,
+        force: args.force,
+    })
+}
+
+/// `--system` text, or the contents of `--system-file`; blank counts as none.
+fn system_prompt(text: Option<&str>, file: Option<&Path>) -> Result<Option<String>> {
+    let prompt = match (text, file) {
+        (Some(text), _) => Some(text.to_string()),
+        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "--system-file {} cannot be read ({e}); check the path",
+                path.display()
+            ))
+        })?),
+        (None, None) => None,
+    };
+    Ok(prompt.filter(|s| !s.trim().is_empty()))
+}
+
+fn report_command(args: ReportArgs) -> Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let run_id = store.pick_run(args.run_id)?;
+    write_report(&store, &[run_id], args.format, args.out.as_deref())
+}
+
+fn compare_command(args: CompareArgs) -> Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let run_ids = report::compare_runs(&store, &args.run_ids)?;
+    write_report(&store, &run_ids, args.format, args.out.as_deref())
+}
+
+fn write_report(
+    store: &Store,
+    run_ids: &[i64],
+    format: Option<Format>,
+    out: Option<&Path>,
+) -> Result<u8> {
+    let comparison = report::load(store, run_ids)?;
+    let bytes = report::render(&comparison, Format::choose(format, out));
+    match out {
+        Some(path) => std::fs::write(path, bytes).map_err(|e| {
+            usage(format!(
+                "--out {} cannot be written ({e}); check the path",
+                path.display()
+            ))
+        })?,
+        None => print(&String::from_utf8_lossy(&bytes))?,
+    }
+    Ok(exit_code::OK)
+}
+
+fn score_command(args: ScoreArgs) -> Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let done = report::rescore(&store, args.run_id)?;
+    let runs: Vec<String> = done.runs.iter().map(i64::to_string).collect();
+    print(&format!(
+        "rescored {} answers of run(s) {}: {} changed\n",
+        done.answers,
+        runs.join(", "),
+        done.changed
+    ))?;
+    Ok(exit_code::OK)
+}
+
+fn preflight_command(args: PreflightArgs) -> Result<u8> {
+    use crate::preflight::hardware::{size_flag, Assume};
+    let request = crate::preflight::PreflightRequest {
+        model: args.model,
+        ctx: args.ctx,
+        parallel: args.parallel,
+        gpu_layers: args.n_gpu_layers,
+        batch_size: args.batch_size,
+        assume: Assume {
+            ram: size_flag("--ram", args.ram.as_deref())?,
+            swap: size_flag("--swap", args.swap.as_deref())?,
+            gpu_memory: size_flag("--gpu-memory", args.gpu_memory.as_deref())?,
+        },
+    };
+    crate::preflight::check_model_file(&request.model)?;
+    let report = crate::preflight::preflight(&request, &crate::engine::backend_facts())?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        print(&report.text())?;
+    }
+    Ok(exit_code::OK)
+}
+
+fn status_command(args: StatusArgs) -> Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let run_id = store.pick_run(args.run_id)?;
+    let status = report::status::status(&store, run_id)?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
+    } else {
+        print(&report::status::status_text(&status))?;
+    }
+    Ok(exit_code::OK)
+}
+
+fn stop_command(args: StopArgs) -> Result<u8> {
+    let store = Store::open_existing(&args.db)?;
+    let run_id = store.pick_run(args.run_id)?;
+    let timeout = Duration::from_secs(args.timeout_seconds);
+    match crate::holder::stop(&store, run_id, timeout)? {
+        StopOutcome::Stopped { pid, status } => print(&format!(
+            "run {run_id}: process {pid} stopped; status {status}; continue with --resume\n"
+        ))?,
+        StopOutcome::NotRunning { status } => print(&format!(
+            "run {run_id} is not running (status {status}); nothing to stop\n"
+        ))?,
+    }
+    Ok(exit_code::OK)
+}
+
+fn prompts_command(args: PromptsArgs) -> Result<u8> {
+    let system = system_prompt(args.system.as_deref(), args.system_file.as_deref())?;
+    let prompts =
+        run::rendered_prompts(&args.model, &args.questions, system.as_deref(), args.limit)?;
+    let mut lines = String::new();
+    for prompt in prompts {
+        lines += &serde_json::to_string(&prompt)?;
+        lines.push('\n');
+    }
+    print(&lines)?;
+    Ok(exit_code::OK)
+}
+
+fn monitor_command(args: MonitorArgs) -> Result<u8> {
+    let interval = Duration::from_millis(args.interval_ms.max(100));
+    let mut stdout = std::io::stdout().lock();
+    match crate::monitor::watch(interval, args.count, &mut stdout) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing to standard output")?,
+    }
+    Ok(exit_code::OK)
+}

@@ -1,0 +1,350 @@
+//! SQLite store: schema migrations from `sql/` applied by `PRAGMA user_version`, WAL, one
+//! transaction per finished answer. SQL text lives in `sql/` or as constant statements here; no
+//! statement is ever built from user input (every value is a bound parameter).
+
+use crate::config::GenerationSettings;
+use crate::dataset::Question;
+use crate::error::{Error, Result};
+use crate::record::HostRecord;
+use anyhow::Context;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+mod read;
+mod write;
+
+pub use read::{
+    CategorySummary, MemoryPoint, QuestionAnswer, RunDetails, RunSummary, ScoredAnswer,
+    StoredScores,
+};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// The schema version this binary writes.
+pub fn schema_version() -> u32 {
+    embedded::MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Lifecycle of a run, as stored in `runs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// A process is (or was, if it died) working on it.
+    Running,
+    /// Stopped by a signal or `stop`; resumable.
+    Interrupted,
+    /// Every question has a committed answer row.
+    Finished,
+    /// Stopped by an error (model load, decode, memory); resumable once fixed.
+    Failed,
+}
+
+impl RunStatus {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> RunStatus {
+        match text {
+            "interrupted" => RunStatus::Interrupted,
+            "finished" => RunStatus::Finished,
+            "failed" => RunStatus::Failed,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::FromSql for RunStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        // The schema's CHECK constraint admits only the four names.
+        value.as_str().map(RunStatus::parse)
+    }
+}
+
+/// What identifies and describes a run when it is created.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Model file as given.
+    pub model_path: &'a str,
+    /// Short model name (file stem or GGUF `general.name`).
+    pub model_name: &'a str,
+    /// Model file size.
+    pub model_size_bytes: u64,
+    /// Model file hash.
+    pub model_sha256: &'a str,
+    /// Question file as given.
+    pub questions_path: &'a str,
+    /// Question file hash.
+    pub questions_sha256: &'a str,
+    /// Identity settings (`runs.config_json`).
+    pub settings: &'a GenerationSettings,
+    /// Host and build (`runs.host_json`).
+    pub host: &'a HostRecord,
+    /// The questions of the run (after `--limit`).
+    pub questions: &'a [Question],
+}
+
+/// A run as read back from the database.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: i64,
+    /// Status.
+    pub status: RunStatus,
+    /// Model path recorded at creation.
+    pub model_path: String,
+    /// Model hash.
+    pub model_sha256: String,
+    /// Question file path recorded at creation.
+    pub questions_path: String,
+    /// Question file hash.
+    pub questions_sha256: String,
+    /// Identity settings; `None` when `config_json` cannot be read as settings.
+    pub settings: Option<GenerationSettings>,
+    /// Number of questions in the run.
+    pub question_count: i64,
+    /// Process holding the run, if recorded.
+    pub holder_pid: Option<i64>,
+    /// When that process started (to tell a reused pid apart).
+    pub holder_started_at: Option<String>,
+}
+
+/// One finished question, ready to be committed.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerRow {
+    /// Question id.
+    pub question_id: String,
+    /// `ok` or `error`.
+    pub ok: bool,
+    /// Generated text.
+    pub answer: Option<String>,
+    /// Why the question failed.
+    pub error: Option<String>,
+    /// eos | length | context.
+    pub finish_reason: Option<String>,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<i64>,
+    /// Prompt tokens reused from a shared prefix.
+    pub prompt_tokens_reused: Option<i64>,
+    /// Generated tokens.
+    pub completion_tokens: Option<i64>,
+    /// Taken for decoding.
+    pub queued_at: Option<String>,
+    /// Prompt entered a batch.
+    pub started_at: Option<String>,
+    /// First token sampled.
+    pub first_token_at: Option<String>,
+    /// Generation ended.
+    pub finished_at: Option<String>,
+    /// first_token_at - started_at.
+    pub ttft_ms: Option<f64>,
+    /// finished_at - started_at.
+    pub latency_ms: Option<f64>,
+    /// (completion_tokens - 1) / (finished_at - first_token_at).
+    pub decode_tok_per_s: Option<f64>,
+    /// Process RSS when the answer was committed.
+    pub rss_bytes: Option<i64>,
+    /// GPU memory used when the answer was committed.
+    pub gpu_used_bytes: Option<i64>,
+    /// Score (see `score`).
+    pub score: Option<f64>,
+    /// Exact match, short answers.
+    pub exact_match: Option<bool>,
+    /// Character F1, short answers.
+    pub f1: Option<f64>,
+    /// Extracted choice, multiple choice.
+    pub chosen_index: Option<i64>,
+    /// Sequence slot that produced it.
+    pub parallel_slot: Option<i64>,
+}
+
+/// An open results database.
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) a results database and bring its schema up to date. A database
+    /// written by a newer docent-eval is refused.
+    pub fn open(path: &Path) -> Result<Store> {
+        let connection = Connection::open(path).map_err(|e| {
+            Error::Usage(format!(
+                "--db {}: cannot open ({e}); check the path",
+                path.display()
+            ))
+        })?;
+        let store = Store {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open an existing database read-mostly (for status/report). Refuses a missing file.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(Error::Usage(format!(
+                "database {} does not exist; check the --db path",
+                path.display()
+            ))
+            .into());
+        }
+        Store::open(path)
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self) -> Result<()> {
+        // FULL makes each committed answer survive a power loss or reboot, not only a killed
+        // process; the writer thread keeps the fsync off the decode loop.
+        self.connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 10000;",
+            )
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "--db {}: not a usable SQLite database ({e}); give a docent-eval results database or a new file name",
+                    self.path.display()
+                ))
+            })?;
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let current: u32 = self
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let latest = schema_version();
+        if current > latest {
+            return Err(Error::SchemaTooNew {
+                path: self.path.clone(),
+                found: current,
+                supported: latest,
+            }
+            .into());
+        }
+        for (version, file, sql) in embedded::MIGRATIONS {
+            if *version <= current {
+                continue;
+            }
+            let apply = || -> rusqlite::Result<()> {
+                let tx = self.connection.unchecked_transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", version)?;
+                tx.commit()
+            };
+            apply().with_context(|| {
+                format!("{}: schema migration {file} failed", self.path.display())
+            })?;
+            log::info!("applied schema migration {file}");
+        }
+        self.connection.execute_batch(embedded::VIEWS)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        {
+            let store = Store::open(&path).unwrap();
+            let version: u32 = store
+                .connection
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, schema_version());
+            let views: i64 = store
+                .connection
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type='view' AND name IN ('run_summary','answers_view')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(views, 2);
+        }
+        Store::open(&path).expect("reopening applies nothing new");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .pragma_update(None, "user_version", schema_version() + 1)
+                .unwrap();
+        }
+        let error = Store::open(&path).err().expect("newer schema refused");
+        assert!(
+            error.to_string().contains("newer than this docent-eval"),
+            "{error}"
+        );
+        assert_eq!(
+            crate::error::exit_code_of(&error),
+            crate::error::exit_code::USAGE
+        );
+    }
+
+    #[test]
+    fn duplicate_answer_is_rejected_by_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.db")).unwrap();
+        let questions = vec![Question {
+            id: "q1".into(),
+            ordinal: 1,
+            line: 1,
+            question: "?".into(),
+            reference: None,
+            choices: None,
+            answer_index: None,
+            category: None,
+            context: None,
+            extra: Default::default(),
+        }];
+        let run_id = store
+            .create_run(&NewRun {
+                model_path: "m",
+                model_name: "m",
+                model_size_bytes: 1,
+                model_sha256: "x",
+                questions_path: "q",
+                questions_sha256: "y",
+                settings: &GenerationSettings::default(),
+                host: &HostRecord::default(),
+                questions: &questions,
+            })
+            .unwrap();
+        let row = AnswerRow {
+            question_id: "q1".into(),
+            ok: true,
+            ..Default::default()
+        };
+        store.insert_answer(run_id, &row).unwrap();
+        assert!(store.insert_answer(run_id, &row).is_err());
+        assert_eq!(store.answered_question_ids(run_id).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,298 @@
+//! Writes: one run's rows, each commit in its own transaction. Only the run's holder writes.
+
+use super::{AnswerRow, NewRun, RunStatus, Store, StoredScores};
+use crate::error::{Error, Result};
+use crate::monitor::MemorySample;
+use crate::record::EngineRecord;
+use crate::units::now_text;
+use rusqlite::{params, OptionalExtension};
+use std::path::Path;
+
+impl Store {
+    /// Cached sha256 of a file keyed by canonical path, size and mtime; `compute` runs on a miss.
+    pub fn cached_file_hash(
+        &self,
+        path: &Path,
+        compute: impl FnOnce() -> Result<String>,
+    ) -> Result<String> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| crate::error::io(path, e))?;
+        let metadata = std::fs::metadata(&canonical).map_err(|e| crate::error::io(path, e))?;
+        let mtime_ns = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i64);
+        let key = canonical.to_string_lossy().into_owned();
+        let size = metadata.len() as i64;
+        let cached: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT sha256 FROM file_hashes WHERE path = ?1 AND size_bytes = ?2 AND mtime_ns = ?3",
+                params![key, size, mtime_ns],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(hash) = cached {
+            return Ok(hash);
+        }
+        let hash = compute()?;
+        self.connection.execute(
+            "INSERT OR REPLACE INTO file_hashes(path, size_bytes, mtime_ns, sha256) VALUES (?1, ?2, ?3, ?4)",
+            params![key, size, mtime_ns, hash],
+        )?;
+        Ok(hash)
+    }
+
+    /// Create a run with its questions, in one transaction. Returns the run id.
+    pub fn create_run(&self, run: &NewRun<'_>) -> Result<i64> {
+        let tx = self.connection.unchecked_transaction()?;
+        let now = now_text();
+        tx.execute(
+            "INSERT INTO runs(status, started_at, updated_at, model_path, model_name, model_size_bytes,
+                              model_sha256, questions_path, questions_sha256, question_count,
+                              config_json, host_json)
+             VALUES ('running', ?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                now,
+                run.model_path,
+                run.model_name,
+                run.model_size_bytes as i64,
+                run.model_sha256,
+                run.questions_path,
+                run.questions_sha256,
+                run.questions.len() as i64,
+                serde_json::to_string(run.settings)?,
+                serde_json::to_string(run.host)?
+            ],
+        )?;
+        let run_id = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO questions(run_id, question_id, ordinal, question, reference, answer_index,
+                                       choices_json, category, context, extra_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for q in run.questions {
+                let choices = q
+                    .choices
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).unwrap_or_default());
+                let extra = (!q.extra.is_empty())
+                    .then(|| serde_json::Value::Object(q.extra.clone()).to_string());
+                insert.execute(params![
+                    run_id,
+                    q.id,
+                    q.ordinal as i64,
+                    q.question,
+                    q.reference,
+                    q.answer_index.map(|i| i as i64),
+                    choices,
+                    q.category,
+                    q.context,
+                    extra
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(run_id)
+    }
+
+    /// Take run `run_id` for this process (one writer per run). In one IMMEDIATE transaction:
+    /// if another live process holds it, refuse with [`Error::Held`]; a holder that is gone
+    /// (killed, crashed) is taken over.
+    pub fn claim_run(
+        &self,
+        run_id: i64,
+        pid: i64,
+        process_started_at: &str,
+        holder_alive: impl Fn(i64, &str) -> bool,
+    ) -> Result<()> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.connection,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let holder: Option<(Option<i64>, Option<String>)> = tx
+            .query_row(
+                "SELECT holder_pid, holder_started_at FROM runs WHERE id = ?1",
+                params![run_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((Some(holder_pid), Some(since))) = holder {
+            let same_process = holder_pid == pid && since == process_started_at;
+            if !same_process && holder_alive(holder_pid, &since) {
+                return Err(Error::Held {
+                    run_id,
+                    pid: holder_pid,
+                    since,
+                    db: self.path.display().to_string(),
+                }
+                .into());
+            }
+            if !same_process {
+                log::warn!(
+                    "run {run_id} was held by process {holder_pid}, which is gone; taking it over"
+                );
+            }
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', status_reason = NULL, finished_at = NULL,
+                             holder_pid = ?2, holder_started_at = ?3, updated_at = ?4,
+                             sessions = sessions + 1
+             WHERE id = ?1",
+            params![run_id, pid, process_started_at, now_text()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record what the engine chose for this session (layers, context, threads, prompt format).
+    pub fn set_engine_record(&self, run_id: i64, record: &EngineRecord) -> Result<()> {
+        self.connection.execute(
+            "UPDATE runs SET engine_json = ?2 WHERE id = ?1",
+            params![run_id, serde_json::to_string(record)?],
+        )?;
+        Ok(())
+    }
+
+    /// Record the preflight prediction of the run's peak memory.
+    pub fn set_predicted_peak(&self, run_id: i64, bytes: u64) -> Result<()> {
+        self.connection.execute(
+            "UPDATE runs SET predicted_peak_bytes = ?2 WHERE id = ?1",
+            params![run_id, bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    /// End a session: set the final status, release the hold, add the active time.
+    pub fn end_session(
+        &self,
+        run_id: i64,
+        status: RunStatus,
+        reason: Option<&str>,
+        active_ms_delta: i64,
+    ) -> Result<()> {
+        let now = now_text();
+        let finished_at = (status == RunStatus::Finished).then_some(now.as_str());
+        self.connection.execute(
+            "UPDATE runs SET status = ?2, status_reason = ?3, finished_at = ?4, updated_at = ?5,
+                             holder_pid = NULL, holder_started_at = NULL,
+                             active_ms = active_ms + ?6
+             WHERE id = ?1",
+            params![
+                run_id,
+                status.as_str(),
+                reason,
+                finished_at,
+                now,
+                active_ms_delta
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Heartbeat: the holder is alive; add generation time done since the last heartbeat.
+    pub fn heartbeat(&self, run_id: i64, active_ms_delta: i64) -> Result<()> {
+        self.connection.execute(
+            "UPDATE runs SET updated_at = ?2, active_ms = active_ms + ?3 WHERE id = ?1",
+            params![run_id, now_text(), active_ms_delta],
+        )?;
+        Ok(())
+    }
+
+    /// Commit one answer in its own transaction.
+    pub fn insert_answer(&self, run_id: i64, a: &AnswerRow) -> Result<()> {
+        let tx = self.connection.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO answers(run_id, question_id, status, answer, error, finish_reason,
+                                 prompt_tokens, prompt_tokens_reused, completion_tokens,
+                                 queued_at, started_at, first_token_at, finished_at,
+                                 ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
+                                 score, exact_match, f1, chosen_index, parallel_slot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18, ?19, ?20, ?21, ?22, ?23)",
+            params![
+                run_id,
+                a.question_id,
+                if a.ok { "ok" } else { "error" },
+                a.answer,
+                a.error,
+                a.finish_reason,
+                a.prompt_tokens,
+                a.prompt_tokens_reused,
+                a.completion_tokens,
+                a.queued_at,
+                a.started_at,
+                a.first_token_at,
+                a.finished_at,
+                a.ttft_ms,
+                a.latency_ms,
+                a.decode_tok_per_s,
+                a.rss_bytes,
+                a.gpu_used_bytes,
+                a.score,
+                a.exact_match,
+                a.f1,
+                a.chosen_index,
+                a.parallel_slot
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store one memory sample: one row per GPU, or one row with NULL GPU columns without NVML.
+    pub fn insert_memory_sample(&self, run_id: i64, sample: &MemorySample) -> Result<()> {
+        let tx = self.connection.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO memory_samples(run_id, at, rss_bytes, ram_used_bytes, ram_total_bytes,
+                                            swap_used_bytes, swap_total_bytes, gpu_index,
+                                            gpu_used_bytes, gpu_total_bytes, gpu_util_pct)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let host = params![
+                run_id,
+                sample.at,
+                sample.rss_bytes as i64,
+                sample.ram_used_bytes as i64,
+                sample.ram_total_bytes as i64,
+                sample.swap_used_bytes as i64,
+                sample.swap_total_bytes as i64
+            ];
+            if sample.gpus.is_empty() {
+                let mut values: Vec<&dyn rusqlite::ToSql> = host.to_vec();
+                let null = rusqlite::types::Null;
+                values.extend([&null as &dyn rusqlite::ToSql, &null, &null, &null]);
+                insert.execute(values.as_slice())?;
+            }
+            for gpu in &sample.gpus {
+                let index = gpu.index as i64;
+                let used = gpu.used_bytes as i64;
+                let total = gpu.total_bytes as i64;
+                let util = gpu.util_pct.map(i64::from);
+                let mut values: Vec<&dyn rusqlite::ToSql> = host.to_vec();
+                values.extend([&index as &dyn rusqlite::ToSql, &used, &total, &util]);
+                insert.execute(values.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store new scores for answer rows, all in one transaction.
+    pub fn update_scores(&self, updates: &[(i64, StoredScores)]) -> Result<()> {
+        let tx = self.connection.unchecked_transaction()?;
+        {
+            let mut update = tx.prepare(
+                "UPDATE answers SET score = ?2, exact_match = ?3, f1 = ?4, chosen_index = ?5
+                 WHERE id = ?1",
+            )?;
+            for (id, s) in updates {
+                update.execute(params![id, s.score, s.exact_match, s.f1, s.chosen_index])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
