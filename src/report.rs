@@ -2,14 +2,24 @@
 //! Markdown, CSV, JSON or a self-contained HTML page with charts; and re-scoring stored answers
 //! (`score`).
 //!
-//! [`data`] reads plain structs with bound parameters and computes the figures; [`export`] turns
-//! them into bytes (pure functions); [`charts`] draws the HTML charts with `plotters`.
+//! [`data`] reads plain structs with bound parameters and computes the figures; one module per
+//! format turns them into bytes ([`markdown`], [`csv`], [`json`], [`html`]: pure functions, no
+//! I/O, no clock, so the same data always gives the same bytes) from the cell text of [`cells`];
+//! [`charts`] draws the HTML charts with `plotters`.
 
+pub mod cells;
 pub mod charts;
+pub mod csv;
 pub mod data;
-pub mod export;
+#[cfg(test)]
+mod fixture;
+pub mod html;
+pub mod json;
+pub mod markdown;
 pub mod stats;
 
+pub use cells::COLUMNS;
+pub use csv::CSV_HEADER;
 pub use data::{load, Comparison, RunReport};
 
 use crate::dataset::Question;
@@ -64,10 +74,10 @@ impl Format {
 /// Render a comparison in `format`.
 pub fn render(comparison: &Comparison, format: Format) -> Vec<u8> {
     match format {
-        Format::Markdown => export::markdown(comparison).into_bytes(),
-        Format::Csv => export::csv(comparison),
-        Format::Json => export::json(comparison),
-        Format::Html => export::html(comparison),
+        Format::Markdown => markdown::markdown(comparison).into_bytes(),
+        Format::Csv => csv::csv(comparison),
+        Format::Json => json::json(comparison),
+        Format::Html => html::html(comparison),
     }
 }
 
@@ -153,6 +163,36 @@ pub struct Rescored {
     pub changed: usize,
 }
 
+/// Score, exact match, F1 and chosen option of an answer row.
+type Scores = (Option<f64>, Option<bool>, Option<f64>, Option<i64>);
+/// An answer row to score again: its id, question, answer text and stored scores.
+type StoredAnswer = (i64, Question, String, Scores);
+
+/// One row of `rescore`'s select.
+fn stored_answer(r: &rusqlite::Row) -> rusqlite::Result<StoredAnswer> {
+    let choices_json: Option<String> = r.get(6)?;
+    let answer_index: Option<i64> = r.get(5)?;
+    let question = Question {
+        id: r.get(1)?,
+        ordinal: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        line: 0,
+        question: r.get(3)?,
+        reference: r.get(4)?,
+        choices: choices_json.and_then(|text| serde_json::from_str(&text).ok()),
+        answer_index: answer_index.and_then(|i| usize::try_from(i).ok()),
+        category: r.get(7)?,
+        context: r.get(8)?,
+        extra: Default::default(),
+    };
+    let answer: Option<String> = r.get(9)?;
+    Ok((
+        r.get(0)?,
+        question,
+        answer.unwrap_or_default(),
+        (r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?),
+    ))
+}
+
 /// Score every ok answer of `run_id` (or of every run) again with the current rules of
 /// [`crate::score`], from the stored questions, and update the rows that change, in one
 /// transaction. Error rows keep NULL scores.
@@ -186,36 +226,13 @@ pub fn rescore(store: &Store, run_id: Option<i64>) -> Result<Rescored> {
             "UPDATE answers SET score = ?2, exact_match = ?3, f1 = ?4, chosen_index = ?5 WHERE id = ?1",
         )?;
         for &run in &runs {
-            type Stored = (Option<f64>, Option<bool>, Option<f64>, Option<i64>);
-            let rows: Vec<(i64, Question, String, Stored)> = select
-                .query_map(params![run], |r| {
-                    let choices_json: Option<String> = r.get(6)?;
-                    let answer_index: Option<i64> = r.get(5)?;
-                    let question = Question {
-                        id: r.get(1)?,
-                        ordinal: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                        line: 0,
-                        question: r.get(3)?,
-                        reference: r.get(4)?,
-                        choices: choices_json.and_then(|text| serde_json::from_str(&text).ok()),
-                        answer_index: answer_index.and_then(|i| usize::try_from(i).ok()),
-                        category: r.get(7)?,
-                        context: r.get(8)?,
-                        extra: Default::default(),
-                    };
-                    let answer: Option<String> = r.get(9)?;
-                    Ok((
-                        r.get(0)?,
-                        question,
-                        answer.unwrap_or_default(),
-                        (r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?),
-                    ))
-                })?
+            let rows: Vec<StoredAnswer> = select
+                .query_map(params![run], stored_answer)?
                 .collect::<rusqlite::Result<_>>()?;
             for (id, question, answer, stored) in rows {
                 answers += 1;
                 let scores = crate::score::score(&question, &answer);
-                let fresh: Stored = (
+                let fresh: Scores = (
                     scores.score,
                     scores.exact_match,
                     scores.f1,
