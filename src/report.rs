@@ -2,15 +2,25 @@
 //! Markdown, CSV, JSON or a self-contained HTML page with charts; and re-scoring stored answers
 //! (`score`).
 //!
-//! [`data`] reads plain structs with bound parameters and computes the figures; [`export`] turns
-//! them into bytes (pure functions); [`charts`] draws the HTML charts with `plotters`.
+//! [`data`] reads typed rows from the store (every figure from the views); one module per
+//! format turns them into bytes ([`markdown`], [`csv`], [`json`], [`html`]: pure functions, no
+//! I/O, no clock, so the same data always gives the same bytes) from the cell text of [`cells`];
+//! [`charts`] draws the HTML charts with `plotters`.
 
+pub mod cells;
 pub mod charts;
+pub mod csv;
 pub mod data;
-pub mod export;
+#[cfg(test)]
+mod fixture;
+pub mod html;
+pub mod json;
+pub mod markdown;
 pub mod stats;
 pub mod status;
 
+pub use cells::COLUMNS;
+pub use csv::CSV_HEADER;
 pub use data::{load, Comparison, RunReport};
 
 use crate::error::{usage, Result};
@@ -64,10 +74,10 @@ impl Format {
 /// Render a comparison in `format`.
 pub fn render(comparison: &Comparison, format: Format) -> Vec<u8> {
     match format {
-        Format::Markdown => export::markdown(comparison).into_bytes(),
-        Format::Csv => export::csv(comparison),
-        Format::Json => export::json(comparison),
-        Format::Html => export::html(comparison),
+        Format::Markdown => markdown::markdown(comparison).into_bytes(),
+        Format::Csv => csv::csv(comparison),
+        Format::Json => json::json(comparison),
+        Format::Html => html::html(comparison),
     }
 }
 

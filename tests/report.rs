@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use docent_eval::report::export::{COLUMNS, CSV_HEADER};
+use docent_eval::report::{COLUMNS, CSV_HEADER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
