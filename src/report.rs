@@ -7,6 +7,8 @@
 //! I/O, no clock, so the same data always gives the same bytes) from the cell text of [`cells`];
 //! [`charts`] draws the HTML charts with `plotters`.
 
+#[cfg(test)]
+mod agreement;
 pub mod cells;
 pub mod charts;
 pub mod csv;
