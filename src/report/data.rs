@@ -3,7 +3,7 @@
 
 use super::stats::{Rate, Spread};
 use crate::error::{usage, Result};
-use crate::store::{self, CategorySummary, QuestionAnswer, RunDetails, RunSummary, Store};
+use crate::store::{CategorySummary, QuestionAnswer, RunDetails, RunSummary, Store};
 use regex::Regex;
 use serde::Serialize;
 use std::sync::OnceLock;
@@ -181,81 +181,25 @@ pub struct CategoryReport {
     pub mean_latency_ms: Option<f64>,
 }
 
-/// One memory sample (GPUs summed).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MemoryPoint {
-    /// Seconds since the run started.
-    pub t_s: f64,
-    /// Process RSS.
-    pub rss_bytes: Option<i64>,
-    /// Host RAM in use.
-    pub ram_used_bytes: Option<i64>,
-    /// Host RAM.
-    pub ram_total_bytes: Option<i64>,
-    /// Swap in use.
-    pub swap_used_bytes: Option<i64>,
-    /// Swap size.
-    pub swap_total_bytes: Option<i64>,
-    /// GPU memory in use (summed over GPUs; `None` without NVML).
-    pub gpu_used_bytes: Option<i64>,
-    /// GPU memory (summed).
-    pub gpu_total_bytes: Option<i64>,
-}
+/// A question of a run with its answer row (if committed), as the store reads it.
+pub type AnswerDetail = QuestionAnswer;
 
-/// What kind of scoring a question gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuestionKind {
-    /// Choices and a known correct index.
-    MultipleChoice,
-    /// A reference answer text.
-    FreeText,
-    /// Nothing to score against.
-    Unscored,
-}
+pub use crate::store::MemoryPoint;
 
-/// A question of a run with its answer row (if committed).
-#[derive(Debug, Clone)]
-pub struct AnswerDetail {
-    /// Question id.
-    pub question_id: String,
-    /// 1-based position.
-    pub ordinal: i64,
-    /// Category.
-    pub category: Option<String>,
-    /// Question text.
-    pub question: String,
-    /// How it is scored.
-    pub kind: QuestionKind,
-    /// The reference, for display (`2. 세종` for multiple choice).
-    pub reference: Option<String>,
-    /// `Some(true)` ok, `Some(false)` error, `None` not answered yet.
-    pub ok: Option<bool>,
-    /// Generated text.
-    pub answer: Option<String>,
-    /// Error text.
-    pub error: Option<String>,
-    /// 1/0 (see `score`).
-    pub score: Option<f64>,
-    /// Short-answer exact match.
-    pub exact_match: Option<bool>,
-    /// Short-answer character F1.
-    pub f1: Option<f64>,
-    /// Extracted choice (0-based).
-    pub chosen_index: Option<i64>,
-    /// Prompt tokens.
-    pub prompt_tokens: Option<i64>,
-    /// Generated tokens.
-    pub completion_tokens: Option<i64>,
-    /// Time to first token.
-    pub ttft_ms: Option<f64>,
-    /// Latency.
-    pub latency_ms: Option<f64>,
-    /// Decode speed.
-    pub decode_tok_per_s: Option<f64>,
-    /// RSS when committed.
-    pub rss_bytes: Option<i64>,
-    /// When generation ended, seconds since the run started.
-    pub finished_s: Option<f64>,
+/// The reference as a report shows it: `2. 세종` for multiple choice (the correct option's
+/// number and text), the reference text otherwise.
+pub fn shown_reference(a: &AnswerDetail) -> Option<String> {
+    match (&a.choices, a.answer_index) {
+        (Some(choices), Some(index)) => Some(format!(
+            "{}. {}",
+            index + 1,
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| choices.get(i))
+                .map_or("", String::as_str)
+        )),
+        _ => a.reference.clone(),
+    }
 }
 
 /// Quantization named in a GGUF file name (`…Q4_K_M.gguf`, `…-q8_0.gguf`, `…F16.gguf`), upper
@@ -404,62 +348,6 @@ fn memory(s: &RunSummary) -> MemoryPeaks {
     }
 }
 
-/// How a stored question is graded, and its reference as shown (`2. 세종` for multiple choice).
-/// The same rule as the `answer_grades` view.
-fn detail(row: QuestionAnswer) -> AnswerDetail {
-    let (kind, reference) = match (&row.choices, row.answer_index) {
-        (Some(choices), Some(index)) => (
-            QuestionKind::MultipleChoice,
-            Some(format!(
-                "{}. {}",
-                index + 1,
-                usize::try_from(index)
-                    .ok()
-                    .and_then(|i| choices.get(i))
-                    .map_or("", String::as_str)
-            )),
-        ),
-        (Some(_), None) => (QuestionKind::Unscored, row.reference),
-        (None, _) if row.reference.is_some() => (QuestionKind::FreeText, row.reference),
-        (None, _) => (QuestionKind::Unscored, None),
-    };
-    AnswerDetail {
-        question_id: row.question_id,
-        ordinal: row.ordinal,
-        category: row.category,
-        question: row.question,
-        kind,
-        reference,
-        ok: row.ok,
-        answer: row.answer,
-        error: row.error,
-        score: row.score,
-        exact_match: row.exact_match,
-        f1: row.f1,
-        chosen_index: row.chosen_index,
-        prompt_tokens: row.prompt_tokens,
-        completion_tokens: row.completion_tokens,
-        ttft_ms: row.ttft_ms,
-        latency_ms: row.latency_ms,
-        decode_tok_per_s: row.decode_tok_per_s,
-        rss_bytes: row.rss_bytes,
-        finished_s: row.finished_s,
-    }
-}
-
-fn point(p: store::MemoryPoint) -> MemoryPoint {
-    MemoryPoint {
-        t_s: p.t_s,
-        rss_bytes: p.rss_bytes,
-        ram_used_bytes: p.ram_used_bytes,
-        ram_total_bytes: p.ram_total_bytes,
-        swap_used_bytes: p.swap_used_bytes,
-        swap_total_bytes: p.swap_total_bytes,
-        gpu_used_bytes: p.gpu_used_bytes,
-        gpu_total_bytes: p.gpu_total_bytes,
-    }
-}
-
 /// Put one run's report together. Every aggregate comes from the run's `run_summary` and
 /// `category_summary` rows (the one definition of each figure); the answers and the memory
 /// timeline only feed the tables and charts.
@@ -536,16 +424,8 @@ pub fn load(store: &Store, run_ids: &[i64]) -> Result<Comparison> {
         let run = store.run_details(run_id)?.ok_or_else(missing)?;
         let summary = store.run_summary(run_id)?.ok_or_else(missing)?;
         let categories = store.category_summaries(run_id)?;
-        let answers = store
-            .question_answers(run_id)?
-            .into_iter()
-            .map(detail)
-            .collect();
-        let timeline = store
-            .memory_timeline(run_id)?
-            .into_iter()
-            .map(point)
-            .collect();
+        let answers = store.question_answers(run_id)?;
+        let timeline = store.memory_timeline(run_id)?;
         runs.push(summarize(&run, &summary, &categories, answers, timeline));
     }
     Ok(Comparison { runs })

@@ -3,7 +3,7 @@
 
 use super::data::{
     AnswerDetail, CategoryReport, Comparison, ErrorReason, MemoryPeaks, MemoryPoint, ModelSummary,
-    QuestionKind, RunReport, Settings,
+    RunReport, Settings,
 };
 use super::stats::{Rate, Spread};
 
@@ -13,8 +13,9 @@ fn answer(id: &str, ordinal: i64, ok: bool, score: Option<f64>, latency: f64) ->
         ordinal,
         category: Some("고려".into()),
         question: format!("질문 {id} <b>&</b>"),
-        kind: QuestionKind::MultipleChoice,
-        reference: Some("2. 세종".into()),
+        reference: None,
+        answer_index: Some(1),
+        choices: Some(vec!["태조".into(), "세종".into()]),
         ok: Some(ok),
         answer: ok.then(|| "정답은 2번 \"세종\"".to_string()),
         error: (!ok).then(|| "prompt of 900 tokens + --max-tokens 12 exceeds the context of 512 tokens per sequence; raise --ctx".to_string()),
@@ -187,6 +188,7 @@ fn timeline() -> Vec<MemoryPoint> {
             swap_total_bytes: Some(0),
             gpu_used_bytes: None,
             gpu_total_bytes: None,
+            ..Default::default()
         },
         MemoryPoint {
             t_s: 4.0,
@@ -197,6 +199,7 @@ fn timeline() -> Vec<MemoryPoint> {
             swap_total_bytes: Some(0),
             gpu_used_bytes: None,
             gpu_total_bytes: None,
+            ..Default::default()
         },
         MemoryPoint {
             t_s: 8.6,
@@ -207,6 +210,7 @@ fn timeline() -> Vec<MemoryPoint> {
             swap_total_bytes: Some(0),
             gpu_used_bytes: None,
             gpu_total_bytes: None,
+            ..Default::default()
         },
     ]
 }

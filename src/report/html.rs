@@ -2,7 +2,7 @@
 
 use super::cells::{bytes, category_rows, millis, settings_text, CATEGORY_HEADER, COLUMNS};
 use super::charts;
-use super::data::{AnswerDetail, Comparison, RunReport};
+use super::data::{shown_reference, AnswerDetail, Comparison, RunReport};
 use plotters::style::RGBColor;
 use std::fmt::Write as _;
 
@@ -263,7 +263,7 @@ fn answer_rows(answers: &[&AnswerDetail]) -> Vec<Vec<String>> {
                 a.question_id.clone(),
                 a.category.clone().unwrap_or_default(),
                 a.question.clone(),
-                a.reference.clone().unwrap_or_default(),
+                shown_reference(a).unwrap_or_default(),
                 a.answer
                     .clone()
                     .or_else(|| a.error.clone())
