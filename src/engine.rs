@@ -116,7 +116,7 @@ pub fn fit_gpu_layers(
             (n_ctx / n_seq.max(1)).max(1),
             llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR,
         )
-        .map_err(|e| anyhow::Error::msg(format!("llama.cpp fit_params: {e}")))?;
+        .map_err(|e| anyhow::anyhow!("llama.cpp fit_params: {e}"))?;
     // -1 (the default, left alone when everything fits) means every layer.
     Ok(u32::try_from(params.n_gpu_layers()).unwrap_or(u32::MAX / 2))
 }
@@ -158,10 +158,10 @@ impl Engine {
     pub fn load_placed(path: &Path, layers: u32, reason: String) -> Result<Engine> {
         let params = LlamaModelParams::default().with_n_gpu_layers(layers);
         let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
-            anyhow::Error::msg(format!(
+            anyhow::anyhow!(
                 "llama.cpp could not load {} ({e}); the file may be truncated, not a GGUF model, of an architecture this llama.cpp does not know, or too large for memory (try fewer --n-gpu-layers). RUST_LOG=llama_cpp_2=info shows llama.cpp's reason",
                 path.display()
-            ))
+            )
         })?;
         let n_layer = model.n_layer();
         let use_chat_template = model
@@ -237,11 +237,11 @@ impl Engine {
             let template = self
                 .model
                 .chat_template(None)
-                .map_err(|e| anyhow::Error::msg(format!("chat template vanished: {e}")))?;
+                .map_err(|e| anyhow::anyhow!("chat template vanished: {e}"))?;
             return self
                 .model
                 .apply_chat_template(&template, &messages, true)
-                .map_err(|e| anyhow::Error::msg(format!("chat template failed: {e}")));
+                .map_err(|e| anyhow::anyhow!("chat template failed: {e}"));
         }
         let system = system.map(|s| format!("{s}\n\n")).unwrap_or_default();
         Ok(format!("{system}Question: {user}\nAnswer:"))
@@ -305,10 +305,10 @@ impl Engine {
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let context = self.model.new_context(backend(), params).map_err(|e| {
-            anyhow::Error::msg(format!(
+            anyhow::anyhow!(
                 "llama.cpp could not create a context of {n_ctx} tokens ({} sequences x {}): {e}; this is usually memory: lower --parallel, --ctx or --n-gpu-layers",
                 options.sequences, options.ctx_per_sequence
-            ))
+            )
         })?;
         Ok(Session {
             engine: self,
@@ -381,16 +381,16 @@ impl<'m> Session<'m> {
                 &[sequence as i32],
                 wants_logits,
             )
-            .map_err(|e| anyhow::Error::msg(format!("batch overflow: {e}")))?;
+            .map_err(|e| anyhow::anyhow!("batch overflow: {e}"))?;
         Ok(index)
     }
 
     /// Run the model over the batch.
     pub fn decode(&mut self) -> Result<()> {
         self.context.decode(&mut self.batch).map_err(|e| {
-            anyhow::Error::msg(format!(
+            anyhow::anyhow!(
                 "llama.cpp decode failed ({e}); if this is memory, lower --parallel or --n-gpu-layers and --resume"
-            ))
+            )
         })
     }
 

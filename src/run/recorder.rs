@@ -6,9 +6,10 @@
 use crate::error::Result;
 use crate::monitor::Probe;
 use crate::store::{AnswerRow, Store};
+use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,81 +49,17 @@ impl Recorder {
         let store = Store::open(db)?;
         let state = Arc::new(RecorderState::default());
         let (sender, receiver) = mpsc::channel::<AnswerRow>();
-        let thread_state = Arc::clone(&state);
+        let writer = Writer {
+            store,
+            run_id,
+            state: Arc::clone(&state),
+            probe: Probe::new(),
+            last_heartbeat: Instant::now(),
+        };
         let handle = std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || {
-                let mut probe = Probe::new();
-                let mut last_heartbeat = Instant::now();
-                let mut next_sample = Instant::now();
-                let fail = |error: anyhow::Error| {
-                    log::error!("recording failed: {error:#}");
-                    let mut failure = thread_state
-                        .failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    failure.get_or_insert_with(|| format!("{error:#}"));
-                    thread_state.failed.store(true, Ordering::SeqCst);
-                };
-                loop {
-                    let now = Instant::now();
-                    if now >= next_sample {
-                        let sample = probe.sample();
-                        thread_state
-                            .last_rss_bytes
-                            .store(sample.rss_bytes, Ordering::Relaxed);
-                        thread_state
-                            .last_gpu_used_bytes
-                            .store(sample.gpu_used_bytes().unwrap_or(0), Ordering::Relaxed);
-                        let elapsed = last_heartbeat.elapsed();
-                        last_heartbeat = Instant::now();
-                        if let Err(e) = store
-                            .insert_memory_sample(run_id, &sample)
-                            .and_then(|_| store.heartbeat(run_id, elapsed.as_millis() as i64))
-                        {
-                            fail(e);
-                        }
-                        thread_state.samples.fetch_add(1, Ordering::Relaxed);
-                        next_sample = now + sample_interval;
-                    }
-                    match receiver
-                        .recv_timeout(next_sample.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(mut row) => {
-                            let snapshot = probe.sample();
-                            row.rss_bytes = Some(snapshot.rss_bytes as i64);
-                            row.gpu_used_bytes = snapshot.gpu_used_bytes().map(|b| b as i64);
-                            match store.insert_answer(run_id, &row) {
-                                Ok(()) => {
-                                    thread_state.committed.fetch_add(1, Ordering::SeqCst);
-                                    if !row.ok {
-                                        thread_state
-                                            .committed_errors
-                                            .fetch_add(1, Ordering::SeqCst);
-                                    }
-                                }
-                                Err(e) => fail(e),
-                            }
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                // Last sample and the active time since the last heartbeat.
-                let sample = probe.sample();
-                let elapsed = last_heartbeat.elapsed();
-                if let Err(e) = store
-                    .insert_memory_sample(run_id, &sample)
-                    .and_then(|_| store.heartbeat(run_id, elapsed.as_millis() as i64))
-                {
-                    fail(e);
-                }
-                thread_state.samples.fetch_add(1, Ordering::Relaxed);
-                thread_state
-                    .cpu_ns
-                    .store(thread_cpu_ns(), Ordering::Relaxed);
-            })
-            .map_err(|e| anyhow::Error::msg(format!("cannot start the recorder thread: {e}")))?;
+            .spawn(move || writer.run(&receiver, sample_interval))
+            .context("starting the recorder thread")?;
         Ok(Recorder {
             sender: Some(sender),
             handle: Some(handle),
@@ -174,9 +111,7 @@ impl Recorder {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match failure {
-            Some(message) => Err(anyhow::Error::msg(format!(
-                "writing results failed: {message}"
-            ))),
+            Some(message) => Err(anyhow::anyhow!("writing results failed: {message}")),
             None => Ok(()),
         }
     }
@@ -188,6 +123,84 @@ impl Drop for Recorder {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// The recorder thread's side: the run's only writer while it decodes.
+struct Writer {
+    store: Store,
+    run_id: i64,
+    state: Arc<RecorderState>,
+    probe: Probe,
+    last_heartbeat: Instant,
+}
+
+impl Writer {
+    /// Commit answers as they arrive and sample memory on schedule until the sender is dropped;
+    /// then take a last sample and record the thread's CPU time.
+    fn run(mut self, receiver: &Receiver<AnswerRow>, sample_interval: Duration) {
+        let mut next_sample = Instant::now();
+        loop {
+            if Instant::now() >= next_sample {
+                self.sample();
+                next_sample = Instant::now() + sample_interval;
+            }
+            match receiver.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
+                Ok(row) => self.commit(row),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.sample();
+        self.state.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+    }
+
+    /// One memory sample, plus the heartbeat with the active time since the last one.
+    fn sample(&mut self) {
+        let sample = self.probe.sample();
+        let state = &self.state;
+        state
+            .last_rss_bytes
+            .store(sample.rss_bytes, Ordering::Relaxed);
+        let gpu_used_bytes = sample.gpu_used_bytes().unwrap_or(0);
+        state
+            .last_gpu_used_bytes
+            .store(gpu_used_bytes, Ordering::Relaxed);
+        let active_ms = self.last_heartbeat.elapsed().as_millis() as i64;
+        self.last_heartbeat = Instant::now();
+        let written = self
+            .store
+            .insert_memory_sample(self.run_id, &sample)
+            .and_then(|()| self.store.heartbeat(self.run_id, active_ms));
+        if let Err(e) = written {
+            self.fail(e);
+        }
+        self.state.samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commit one answer in its own transaction, with the memory in use at that moment.
+    fn commit(&mut self, mut row: AnswerRow) {
+        let snapshot = self.probe.sample();
+        row.rss_bytes = Some(snapshot.rss_bytes as i64);
+        row.gpu_used_bytes = snapshot.gpu_used_bytes().map(|b| b as i64);
+        match self.store.insert_answer(self.run_id, &row) {
+            Ok(()) => {
+                self.state.committed.fetch_add(1, Ordering::SeqCst);
+                if !row.ok {
+                    self.state.committed_errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Keep the first failure and tell the decode loop to stop: answers that cannot be stored
+    /// are not worth computing.
+    fn fail(&self, error: anyhow::Error) {
+        log::error!("recording failed: {error:#}");
+        let mut failure = self.state.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert_with(|| format!("{error:#}"));
+        self.state.failed.store(true, Ordering::SeqCst);
     }
 }
 
