@@ -50,7 +50,7 @@ fn run_command(args: RunArgs) -> Result<u8> {
     let outcome = run::run(&request, &stop)?;
     eprintln!("{}", outcome.message);
     if outcome.exit_code == exit_code::OK || outcome.exit_code == exit_code::SOME_FAILED {
-        let store = Store::open_existing(&request.db)?;
+        let store = Store::open_read_only(&request.db)?;
         print(&format!(
             "{}\n",
             report::summary_text(&store, outcome.run_id)?
@@ -108,13 +108,13 @@ fn system_prompt(text: Option<&str>, file: Option<&Path>) -> Result<Option<Strin
 }
 
 fn report_command(args: ReportArgs) -> Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = Store::open_read_only(&args.db)?;
     let run_id = store.pick_run(args.run_id)?;
     write_report(&store, &[run_id], args.format, args.out.as_deref())
 }
 
 fn compare_command(args: CompareArgs) -> Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = Store::open_read_only(&args.db)?;
     let run_ids = report::compare_runs(&store, &args.run_ids)?;
     write_report(&store, &run_ids, args.format, args.out.as_deref())
 }
@@ -140,7 +140,7 @@ fn write_report(
 }
 
 fn score_command(args: ScoreArgs) -> Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = existing_for_writing(&args.db)?;
     let done = report::rescore(&store, args.run_id)?;
     let runs: Vec<String> = done.runs.iter().map(i64::to_string).collect();
     print(&format!(
@@ -150,6 +150,17 @@ fn score_command(args: ScoreArgs) -> Result<u8> {
         done.changed
     ))?;
     Ok(exit_code::OK)
+}
+
+/// `score` rewrites scores in place: the database must exist (it is never created here).
+fn existing_for_writing(db: &Path) -> Result<Store> {
+    if !db.is_file() {
+        return Err(usage(format!(
+            "--db {}: no such database file; check the path",
+            db.display()
+        )));
+    }
+    Store::open(db)
 }
 
 fn preflight_command(args: PreflightArgs) -> Result<u8> {
@@ -177,7 +188,7 @@ fn preflight_command(args: PreflightArgs) -> Result<u8> {
 }
 
 fn status_command(args: StatusArgs) -> Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = Store::open_read_only(&args.db)?;
     let run_id = store.pick_run(args.run_id)?;
     let status = report::status::status(&store, run_id)?;
     if args.json {
@@ -189,7 +200,7 @@ fn status_command(args: StatusArgs) -> Result<u8> {
 }
 
 fn stop_command(args: StopArgs) -> Result<u8> {
-    let store = Store::open_existing(&args.db)?;
+    let store = Store::open_read_only(&args.db)?;
     let run_id = store.pick_run(args.run_id)?;
     let timeout = Duration::from_secs(args.timeout_seconds);
     match crate::holder::stop(&store, run_id, timeout)? {

@@ -4,7 +4,7 @@
 
 use crate::config::GenerationSettings;
 use crate::dataset::Question;
-use crate::error::{Error, Result};
+use crate::error::{usage, Error, Result};
 use crate::record::HostRecord;
 use anyhow::Context;
 use rusqlite::Connection;
@@ -172,6 +172,57 @@ pub struct AnswerRow {
     pub parallel_slot: Option<i64>,
 }
 
+/// What [`Store::check_identity`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// No schema yet (a new file).
+    Empty,
+    /// A docent-eval database this binary can read.
+    Ours,
+}
+
+fn cannot_open(path: &Path, error: &rusqlite::Error) -> anyhow::Error {
+    usage(format!(
+        "--db {}: cannot open ({error}); check the path and its permissions",
+        path.display()
+    ))
+}
+
+/// A read-only connection. A WAL database on a read-only mount cannot create its shared-memory
+/// file; SQLite then opens it only as `immutable`, which is true there: nobody can write it.
+fn read_only_connection(path: &Path) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(|e| cannot_open(path, &e))?;
+    match connection.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(())) {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::CannotOpen => {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(|e| cannot_open(path, &e))
+        }
+        _ => Ok(connection),
+    }
+}
+
+/// `path` for a `file:` URI: the characters that URIs reserve are percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut text = String::new();
+    for byte in path.to_string_lossy().bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => text.push_str(&format!("%{byte:02X}")),
+            _ => text.push(byte as char),
+        }
+    }
+    text
+}
+
+/// The views as temporary views of one connection (temp objects shadow the file's own).
+fn temporary_views() -> String {
+    embedded::VIEWS
+        .replace("DROP VIEW IF EXISTS ", "DROP VIEW IF EXISTS temp.")
+        .replace("CREATE VIEW ", "CREATE TEMP VIEW ")
+}
+
 /// An open results database.
 pub struct Store {
     connection: Connection,
@@ -179,34 +230,82 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) a results database and bring its schema up to date. A database
-    /// written by a newer docent-eval is refused.
+    /// Open a results database for writing (`run`, `score`), creating it if missing, and bring
+    /// its schema up to date. A file that is not a docent-eval database, or one written by a
+    /// newer docent-eval, is refused before anything in it changes.
     pub fn open(path: &Path) -> Result<Store> {
-        let connection = Connection::open(path).map_err(|e| {
-            Error::Usage(format!(
-                "--db {}: cannot open ({e}); check the path",
-                path.display()
-            ))
-        })?;
         let store = Store {
-            connection,
+            connection: Connection::open(path).map_err(|e| cannot_open(path, &e))?,
             path: path.to_path_buf(),
         };
+        store.check_identity()?;
         store.configure()?;
         store.migrate()?;
         Ok(store)
     }
 
-    /// Open an existing database read-mostly (for status/report). Refuses a missing file.
-    pub fn open_existing(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            return Err(Error::Usage(format!(
-                "database {} does not exist; check the --db path",
+    /// Open an existing results database for reading only (`status`, `report`, `compare`,
+    /// `stop`): nothing in the file changes, and a database on a read-only mount works. The
+    /// views are created as temporary views of this connection, so a database last written by
+    /// an older docent-eval still reads with this binary's definitions.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.is_file() {
+            return Err(usage(format!(
+                "--db {}: no such database file; check the path",
                 path.display()
-            ))
+            )));
+        }
+        let store = Store {
+            connection: read_only_connection(path)?,
+            path: path.to_path_buf(),
+        };
+        if store.check_identity()? == Identity::Empty {
+            return Err(usage(format!(
+                "--db {}: an empty database holds no runs; check the path",
+                path.display()
+            )));
+        }
+        store
+            .connection
+            .execute_batch("PRAGMA busy_timeout = 10000;")?;
+        store.connection.execute_batch(&temporary_views())?;
+        Ok(store)
+    }
+
+    /// What the file is, read without writing: an empty database, or one of ours at a schema
+    /// this binary understands. Anything else is refused.
+    fn check_identity(&self) -> Result<Identity> {
+        let path = self.path.display();
+        let version: u32 = self
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| {
+                usage(format!(
+                    "--db {path}: not a SQLite database ({e}); give a docent-eval results database or a new file name"
+                ))
+            })?;
+        let (objects, has_runs): (i64, bool) = self.connection.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(type = 'table' AND name = 'runs'), 0) > 0
+             FROM sqlite_master",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let latest = schema_version();
+        if version > latest {
+            return Err(Error::SchemaTooNew {
+                path: self.path.clone(),
+                found: version,
+                supported: latest,
+            }
             .into());
         }
-        Store::open(path)
+        match (version, objects, has_runs) {
+            (0, 0, _) => Ok(Identity::Empty),
+            (v, _, true) if v > 0 => Ok(Identity::Ours),
+            _ => Err(usage(format!(
+                "--db {path}: a SQLite database that docent-eval did not create; it is left untouched. Give a docent-eval results database or a new file name"
+            ))),
+        }
     }
 
     /// The database path.
@@ -346,5 +445,80 @@ mod tests {
         store.insert_answer(run_id, &row).unwrap();
         assert!(store.insert_answer(run_id, &row).is_err());
         assert_eq!(store.answered_question_ids(run_id).unwrap().len(), 1);
+    }
+
+    fn digest(path: &Path) -> String {
+        crate::dataset::hex_sha256(&std::fs::read(path).unwrap())
+    }
+
+    #[test]
+    fn a_file_that_is_not_ours_is_refused_untouched_by_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a database\n".repeat(100)).unwrap();
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE x(a); INSERT INTO x VALUES (1);")
+            .unwrap();
+        for path in [&text, &foreign] {
+            let before = digest(path);
+            for error in [
+                Store::open(path).err().unwrap(),
+                Store::open_read_only(path).err().unwrap(),
+            ] {
+                let message = format!("{error:#}");
+                assert!(message.contains(&path.display().to_string()), "{message}");
+                assert_eq!(
+                    crate::error::exit_code_of(&error),
+                    crate::error::exit_code::USAGE
+                );
+            }
+            assert_eq!(digest(path), before, "{} was modified", path.display());
+        }
+        assert!(!dir.path().join("foreign.db-wal").exists());
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("newer.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch("CREATE TABLE runs(id INTEGER PRIMARY KEY);")
+                .unwrap();
+            connection
+                .pragma_update(None, "user_version", schema_version() + 1)
+                .unwrap();
+        }
+        let before = digest(&path);
+        assert!(Store::open(&path).is_err());
+        assert!(Store::open_read_only(&path).is_err());
+        assert_eq!(digest(&path), before, "journal mode and schema unchanged");
+    }
+
+    #[test]
+    fn reading_never_writes_and_sees_this_binarys_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        {
+            let store = Store::open(&path).unwrap();
+            // A database last opened by an older binary: its views lack today's columns.
+            store
+                .connection
+                .execute_batch("DROP VIEW run_summary; CREATE VIEW run_summary AS SELECT 1 AS x;")
+                .unwrap();
+        }
+        let before = digest(&path);
+        let store = Store::open_read_only(&path).unwrap();
+        assert_eq!(store.run_ids(false).unwrap(), Vec::<i64>::new());
+        assert!(
+            store.run_summary(1).unwrap().is_none(),
+            "today's columns read"
+        );
+        drop(store);
+        assert_eq!(digest(&path), before);
+        assert!(Store::open_read_only(&dir.path().join("missing.db")).is_err());
     }
 }
