@@ -128,15 +128,53 @@ fn write_report(
     let comparison = report::load(store, run_ids)?;
     let bytes = report::render(&comparison, Format::choose(format, out));
     match out {
-        Some(path) => std::fs::write(path, bytes).map_err(|e| {
-            usage(format!(
-                "--out {} cannot be written ({e}); check the path",
-                path.display()
-            ))
-        })?,
+        Some(path) => write_out(path, &bytes, store.path())?,
         None => print(&String::from_utf8_lossy(&bytes))?,
     }
     Ok(exit_code::OK)
+}
+
+/// Write `--out` through a temporary file renamed into place, so a failed write never leaves a
+/// half-written report; never onto the database (or its journal files).
+fn write_out(path: &Path, bytes: &[u8], db: &Path) -> Result<()> {
+    if is_same_file_or_journal(path, db) {
+        return Err(usage(format!(
+            "--out {} is the database itself; choose another file",
+            path.display()
+        )));
+    }
+    let cannot = |e: std::io::Error| {
+        usage(format!(
+            "--out {} cannot be written ({e}); check the path",
+            path.display()
+        ))
+    };
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(cannot)?;
+    temporary.write_all(bytes).map_err(cannot)?;
+    temporary.persist(path).map_err(|e| cannot(e.error))?;
+    Ok(())
+}
+
+/// Whether `path` names the database at `db` or its `-wal`/`-shm` file (by device and inode, so
+/// another spelling of the same path is caught too).
+fn is_same_file_or_journal(path: &Path, db: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(path) else {
+        return false;
+    };
+    let journal = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    [db.to_path_buf(), journal("-wal"), journal("-shm")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .any(|m| m.dev() == target.dev() && m.ino() == target.ino())
 }
 
 fn score_command(args: ScoreArgs) -> Result<u8> {
