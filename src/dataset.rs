@@ -96,10 +96,12 @@ pub fn load(path: &Path) -> Result<QuestionSet> {
     let mut questions = Vec::new();
     for record in records {
         match record {
-            Ok((line, ordinal, object)) => match validate(object, line, ordinal) {
-                Ok(question) => questions.push(question),
-                Err(reason) => problems.push(format!("{}:{line}: {reason}", path.display())),
-            },
+            Ok((line, ordinal, object)) => {
+                match validate(object, line, ordinal).and_then(without_nul) {
+                    Ok(question) => questions.push(question),
+                    Err(reason) => problems.push(format!("{}:{line}: {reason}", path.display())),
+                }
+            }
             Err(problem) => problems.push(problem),
         }
     }
@@ -210,13 +212,17 @@ fn parse_json_array(path: &Path, text: &str) -> Vec<Record> {
             ))]
         }
     };
+    // RawValue borrows from `text`, so its offset gives the element's line; elements come in
+    // order, so lines are counted from the previous element on (once over the file, not once
+    // per element).
+    let (mut counted_to, mut line) = (0, 1);
     elements
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            // RawValue borrows from `text`, so its offset gives the element's line.
             let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-            let line = text[..offset].matches('\n').count() + 1;
+            line += text[counted_to..offset].matches('\n').count();
+            counted_to = offset;
             match serde_json::from_str::<Value>(raw.get()) {
                 Ok(Value::Object(object)) => Ok((line, index + 1, object)),
                 Ok(other) => Err(format!(
@@ -232,6 +238,12 @@ fn parse_json_array(path: &Path, text: &str) -> Vec<Record> {
 }
 
 fn parse_csv(path: &Path, text: &str) -> Vec<Record> {
+    if let Some(line) = unclosed_quote(text) {
+        return vec![Err(format!(
+            "{}:{line}: a quoted field opened here is never closed; close the quote (a quote inside a quoted field is written \"\")",
+            path.display()
+        ))];
+    }
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_reader(text.as_bytes());
@@ -244,6 +256,9 @@ fn parse_csv(path: &Path, text: &str) -> Vec<Record> {
             ))]
         }
     };
+    if let Some(problem) = duplicate_header(&headers) {
+        return vec![Err(format!("{}:1: {problem}", path.display()))];
+    }
     let mut records = Vec::new();
     for row in reader.records() {
         records.push(match row {
@@ -265,6 +280,44 @@ fn parse_csv(path: &Path, text: &str) -> Vec<Record> {
         });
     }
     records
+}
+
+/// The line where a quoted CSV field opens and never closes, if one does. A quote opens a field
+/// only at its start (as RFC 4180 has it); `""` inside a quoted field is a literal quote.
+fn unclosed_quote(text: &str) -> Option<usize> {
+    let (mut line, mut opened_on) = (1, None);
+    let mut at_field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (opened_on, c) {
+            (Some(_), '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+            }
+            (Some(_), '"') => opened_on = None,
+            (None, '"') if at_field_start => opened_on = Some(line),
+            _ => {}
+        }
+        if c == '\n' {
+            line += 1;
+        }
+        at_field_start = opened_on.is_none() && (c == ',' || c == '\n' || c == '\r');
+    }
+    opened_on
+}
+
+/// A column named twice would silently take one of the two cells.
+fn duplicate_header(headers: &csv::StringRecord) -> Option<String> {
+    let names: Vec<&str> = headers.iter().map(str::trim).collect();
+    names.iter().enumerate().find_map(|(index, name)| {
+        let first = names.iter().position(|n| n == name)?;
+        (first != index).then(|| {
+            format!(
+                "column \"{name}\" appears twice in the header (columns {} and {}); rename one",
+                first + 1,
+                index + 1
+            )
+        })
+    })
 }
 
 /// CSV cells are text; `choices` may hold a JSON array or `|`-separated options, and
@@ -300,6 +353,31 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// A NUL character cannot reach the model (llama.cpp takes C strings): refused with the line,
+/// before any model is loaded, rather than failing as an error row after.
+fn without_nul(question: Question) -> std::result::Result<Question, String> {
+    let fields = [
+        ("id", Some(&question.id)),
+        ("question", Some(&question.question)),
+        ("answer", question.reference.as_ref()),
+        ("category", question.category.as_ref()),
+        ("context", question.context.as_ref()),
+    ];
+    let choices = question
+        .choices
+        .iter()
+        .flatten()
+        .map(|c| ("choices", Some(c)));
+    for (field, text) in fields.into_iter().chain(choices) {
+        if text.is_some_and(|t| t.contains('\0')) {
+            return Err(format!(
+                "\"{field}\" contains a NUL character, which no model can read; remove it"
+            ));
+        }
+    }
+    Ok(question)
 }
 
 fn optional_text(
@@ -534,6 +612,21 @@ mod tests {
                 "q.jsonl:2: invalid UTF-8",
             ),
             ("q.jsonl", b"[1]\n", "q.jsonl:1: expected a JSON object"),
+            (
+                "q.jsonl",
+                b"{\"question\":\"ok\"}\n{\"question\":\"a\\u0000b\"}\n",
+                "q.jsonl:2: \"question\" contains a NUL character",
+            ),
+            (
+                "q.csv",
+                b"id,question\n1,\"fine\"\n2,\"never closed\n3,lost\n",
+                "q.csv:3: a quoted field opened here is never closed",
+            ),
+            (
+                "q.csv",
+                b"id,question,question\n1,a,b\n",
+                "q.csv:1: column \"question\" appears twice",
+            ),
             (
                 "q.jsonl",
                 b"{\"question\":\"x\",\"choices\":[\"a\",\"b\"],\"answer_index\":2}\n",

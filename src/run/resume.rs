@@ -47,7 +47,7 @@ pub fn resolve(store: &Store, request: &RunRequest, identity: &RunIdentity) -> R
         return Ok(Resolution::New);
     }
     let Some(run) = target_run(store, request)? else {
-        return Ok(nothing_unfinished(store, request, identity)?);
+        return nothing_unfinished(store, request, identity);
     };
     let differences = identity.differences(&recorded_identity(&run)?);
     if !differences.is_empty() {
