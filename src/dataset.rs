@@ -396,6 +396,7 @@ fn optional_text(
     }
 }
 
+// Linear: one check per field, then the answer/choices cross-check; the schema reads top to bottom.
 fn validate(
     object: Map<String, Value>,
     line: usize,

@@ -267,6 +267,7 @@ impl Gguf {
         Gguf::parse(&mut reader, path, file_bytes).map_err(fail)
     }
 
+    // Linear: one read per header field, in file order; splitting would scatter the file format.
     fn parse(r: &mut Reader, path: &Path, file_bytes: u64) -> std::result::Result<Gguf, String> {
         let magic = r.bytes(4)?;
         if magic != b"GGUF" {

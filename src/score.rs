@@ -282,9 +282,15 @@ pub fn extract_choice(answer: &str, choices: &[String]) -> Option<usize> {
         return Some(labels[0]);
     }
 
-    let answer_norm = normalize(&text);
+    only_choice_text_in(&text, choices)
+}
+
+/// Rule 7 of [`extract_choice`]: the one choice whose text the answer contains, once choices
+/// contained in a longer matching choice are dropped (`고구려` must not also count as `고려`).
+fn only_choice_text_in(text: &str, choices: &[String]) -> Option<usize> {
+    let answer_norm = normalize(text);
     let normalized: Vec<String> = choices.iter().map(|c| normalize(c)).collect();
-    let matching: Vec<usize> = (0..count)
+    let matching: Vec<usize> = (0..choices.len())
         .filter(|&i| !normalized[i].is_empty() && answer_norm.contains(&normalized[i]))
         .collect();
     let maximal: Vec<usize> = matching

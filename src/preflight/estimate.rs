@@ -176,6 +176,7 @@ fn pad(value: u64, to: u64) -> u64 {
 }
 
 /// Estimate memory for `shape` under `plan`.
+// Linear formula: the terms of docs/preflight.md "The estimate", in one place to check against it.
 pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
     let n_layer = u64::from(shape.n_layer);
     let n_seq = u64::from(plan.n_seq.max(1));

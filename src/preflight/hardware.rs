@@ -61,95 +61,110 @@ impl Hardware {
     /// Measure this machine (RAM and swap; GPUs from NVML, else from llama.cpp's device list in
     /// `llama_gpus`), then apply `assume`.
     pub fn detect(assume: Assume, llama_gpus: &[GpuDevice]) -> Hardware {
+        let mut hw = Hardware::measure(llama_gpus);
+        hw.apply_assumed(assume);
+        if !hw.can_offload {
+            // A GPU the binary cannot use does not count towards the plan.
+            hw.gpus.clear();
+        }
+        hw
+    }
+
+    /// This machine as measured: RAM and swap from sysinfo, GPUs from NVML, else llama.cpp.
+    fn measure(llama_gpus: &[GpuDevice]) -> Hardware {
         let mut system = System::new();
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
         let (nvml, nvml_gpus) = nvml_gpus();
-        let mut gpus = if nvml_gpus.is_empty() {
-            llama_gpus
-                .iter()
-                .enumerate()
-                .map(|(i, d)| Gpu {
-                    index: i as u32,
-                    name: d.description.clone(),
-                    total_bytes: d.memory_total,
-                    free_bytes: d.memory_free,
-                    source: "llama.cpp".into(),
-                })
-                .collect()
+        let gpus = if nvml_gpus.is_empty() {
+            llama_cpp_gpus(llama_gpus)
         } else {
             nvml_gpus
         };
-        let mut can_offload = !llama_gpus.is_empty();
-        let mut offload_note = if can_offload {
-            format!(
-                "llama.cpp sees {} GPU(s) ({})",
-                llama_gpus.len(),
-                llama_gpus[0].backend
-            )
-        } else if cfg!(feature = "cuda") {
-            format!(
-                "no GPU visible to llama.cpp ({}): CPU only",
-                if nvml {
-                    "NVML sees none usable"
-                } else {
-                    "no NVML"
-                }
-            )
-        } else if !gpus.is_empty() {
-            "a GPU is present (NVML) but this is a CPU-only build: CPU only (rebuild with `make build CUDA=1`)".into()
-        } else {
-            format!(
-                "CPU-only build, {}: CPU only",
-                if nvml { "NVML found no GPU" } else { "no NVML" }
-            )
-        };
-        let mut assumed = false;
-        let mut ram_total = system.total_memory();
-        let mut ram_available = system.available_memory();
-        let mut swap_total = system.total_swap();
-        let mut swap_free = system.free_swap();
+        Hardware {
+            ram_total_bytes: system.total_memory(),
+            ram_available_bytes: system.available_memory(),
+            swap_total_bytes: system.total_swap(),
+            swap_free_bytes: system.free_swap(),
+            offload_note: offload_note(llama_gpus, nvml, !gpus.is_empty()),
+            gpus,
+            can_offload: !llama_gpus.is_empty(),
+            nvml,
+            assumed: false,
+        }
+    }
+
+    /// Replace each measured figure that `assume` gives (planning for another machine).
+    fn apply_assumed(&mut self, assume: Assume) {
         if let Some(ram) = assume.ram {
-            ram_total = ram;
-            ram_available = ram;
-            assumed = true;
+            self.ram_total_bytes = ram;
+            self.ram_available_bytes = ram;
+            self.assumed = true;
         }
         if let Some(swap) = assume.swap {
-            swap_total = swap;
-            swap_free = swap;
-            assumed = true;
+            self.swap_total_bytes = swap;
+            self.swap_free_bytes = swap;
+            self.assumed = true;
         }
         if let Some(memory) = assume.gpu_memory {
-            gpus = vec![Gpu {
+            self.gpus = vec![Gpu {
                 index: 0,
                 name: "GPU".into(),
                 total_bytes: memory,
                 free_bytes: memory,
                 source: "assumed".into(),
             }];
-            can_offload = true;
-            assumed = true;
-            offload_note = "assumed GPU (--gpu-memory): planned for a CUDA build".into();
-        }
-        if !can_offload {
-            // A GPU the binary cannot use does not count towards the plan.
-            gpus.clear();
-        }
-        Hardware {
-            ram_total_bytes: ram_total,
-            ram_available_bytes: ram_available,
-            swap_total_bytes: swap_total,
-            swap_free_bytes: swap_free,
-            gpus,
-            can_offload,
-            nvml,
-            assumed,
-            offload_note,
+            self.can_offload = true;
+            self.assumed = true;
+            self.offload_note = "assumed GPU (--gpu-memory): planned for a CUDA build".into();
         }
     }
 
     /// Free memory of the GPU llama.cpp offloads to first.
     pub fn gpu_free(&self) -> u64 {
         self.gpus.first().map_or(0, |g| g.free_bytes)
+    }
+}
+
+/// llama.cpp's device list as GPUs (used when NVML sees none).
+fn llama_cpp_gpus(llama_gpus: &[GpuDevice]) -> Vec<Gpu> {
+    llama_gpus
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Gpu {
+            index: i as u32,
+            name: d.description.clone(),
+            total_bytes: d.memory_total,
+            free_bytes: d.memory_free,
+            source: "llama.cpp".into(),
+        })
+        .collect()
+}
+
+/// One line on why this binary can or cannot offload, naming what to change when a GPU is
+/// present but unusable.
+fn offload_note(llama_gpus: &[GpuDevice], nvml: bool, gpu_present: bool) -> String {
+    if !llama_gpus.is_empty() {
+        format!(
+            "llama.cpp sees {} GPU(s) ({})",
+            llama_gpus.len(),
+            llama_gpus[0].backend
+        )
+    } else if cfg!(feature = "cuda") {
+        format!(
+            "no GPU visible to llama.cpp ({}): CPU only",
+            if nvml {
+                "NVML sees none usable"
+            } else {
+                "no NVML"
+            }
+        )
+    } else if gpu_present {
+        "a GPU is present (NVML) but this is a CPU-only build: CPU only (rebuild with `make build CUDA=1`)".into()
+    } else {
+        format!(
+            "CPU-only build, {}: CPU only",
+            if nvml { "NVML found no GPU" } else { "no NVML" }
+        )
     }
 }
 

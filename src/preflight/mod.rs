@@ -122,45 +122,20 @@ impl PreflightReport {
 
     /// The human-readable report.
     pub fn text(&self) -> String {
-        let m = &self.model;
+        [
+            model_lines(&self.model_path, &self.model),
+            self.plan_lines(),
+            estimate_table(self.estimate()),
+            machine_line(&self.hardware),
+            outcome_lines(&self.evaluation),
+        ]
+        .concat()
+    }
+
+    /// The context, sequences, batch and layer placement the estimate is for.
+    fn plan_lines(&self) -> String {
         let e = self.estimate();
-        let hw = &self.hardware;
-        let mut out = String::new();
-        let gqa = if m.n_head_kv > 0 && m.n_head_kv < m.n_head {
-            format!(" (grouped-query, {}:1)", m.n_head / m.n_head_kv)
-        } else {
-            String::new()
-        };
-        out.push_str(&format!("model     {}\n", self.model_path));
-        out.push_str(&format!(
-            "          {} · {} · {:.2}B parameters · {} ({}) · file {}{}\n",
-            m.name,
-            m.architecture,
-            m.n_params as f64 / 1e9,
-            m.quantization,
-            m.tensor_types.join(", "),
-            human(m.declared_file_bytes),
-            if m.is_truncated() {
-                format!(" declared, {} on disk (truncated)", human(m.file_bytes))
-            } else {
-                String::new()
-            }
-        ));
-        out.push_str(&format!(
-            "          {} layers · embedding {} · FFN {} · heads {} · KV heads {}{} · head dim {} · vocab {} · trained context {}{}\n",
-            m.n_layer,
-            m.n_embd,
-            m.n_ff,
-            m.n_head,
-            m.n_head_kv,
-            gqa,
-            m.head_dim_k,
-            m.n_vocab,
-            m.n_ctx_train,
-            m.sliding_window
-                .map_or(String::new(), |w| format!(" · sliding window {w}"))
-        ));
-        out.push_str(&format!(
+        format!(
             "plan      context {} tokens x {} sequence(s) = {} KV cells (f16) · batch {} · GPU layers {} ({})\n          context: {}\n",
             self.ctx_per_seq,
             self.parallel,
@@ -169,86 +144,124 @@ impl PreflightReport {
             e.gpu_layers,
             self.evaluation.placement.reason,
             self.ctx_source
-        ));
-        let row = |label: &str, host: u64, gpu: Option<u64>| {
-            let gpu = match gpu {
-                Some(bytes) if e.gpu_layers > 0 => human(bytes),
-                _ => "-".to_string(),
-            };
-            format!("  {label:<26}{:>12}  {gpu:>12}\n", human(host))
+        )
+    }
+}
+
+/// The model's path, identity (name, architecture, size, types) and architecture figures.
+fn model_lines(path: &str, m: &ModelShape) -> String {
+    let truncated = if m.is_truncated() {
+        format!(" declared, {} on disk (truncated)", human(m.file_bytes))
+    } else {
+        String::new()
+    };
+    let gqa = if m.n_head_kv > 0 && m.n_head_kv < m.n_head {
+        format!(" (grouped-query, {}:1)", m.n_head / m.n_head_kv)
+    } else {
+        String::new()
+    };
+    let sliding_window = m
+        .sliding_window
+        .map_or(String::new(), |w| format!(" · sliding window {w}"));
+    format!(
+        "model     {path}\n          {} · {} · {:.2}B parameters · {} ({}) · file {}{truncated}\n          {} layers · embedding {} · FFN {} · heads {} · KV heads {}{gqa} · head dim {} · vocab {} · trained context {}{sliding_window}\n",
+        m.name,
+        m.architecture,
+        m.n_params as f64 / 1e9,
+        m.quantization,
+        m.tensor_types.join(", "),
+        human(m.declared_file_bytes),
+        m.n_layer,
+        m.n_embd,
+        m.n_ff,
+        m.n_head,
+        m.n_head_kv,
+        m.head_dim_k,
+        m.n_vocab,
+        m.n_ctx_train,
+    )
+}
+
+/// The estimate as a table: one row per component, host and GPU columns (`-` where a component
+/// has no GPU share or nothing is offloaded), then the reserved-versus-touched note.
+fn estimate_table(e: &Estimate) -> String {
+    let row = |label: &str, host_bytes: u64, gpu_bytes: Option<u64>| {
+        let gpu = match gpu_bytes {
+            Some(bytes) if e.gpu_layers > 0 => human(bytes),
+            _ => "-".to_string(),
         };
-        out.push_str(&format!(
-            "estimate  {:<18}{:>12}  {:>12}\n",
-            "", "host (RSS)", "GPU"
-        ));
-        out.push_str(&row("weights", e.host.weights, Some(e.gpu.weights)));
-        out.push_str(&row("repacked CPU copies", e.host.repacked, None));
-        out.push_str(&row("KV cache", e.host.kv_cache, Some(e.gpu.kv_cache)));
-        out.push_str(&row("compute buffers", e.host.compute, Some(e.gpu.compute)));
-        out.push_str(&row("vocabulary + logits", e.host.vocab_and_outputs, None));
-        out.push_str(&row(
-            "process / CUDA runtime",
-            e.host.overhead,
-            Some(e.gpu.overhead),
-        ));
-        out.push_str(&row(
-            "total (predicted peak)",
-            e.host_peak,
-            Some(e.gpu_peak),
-        ));
-        out.push_str(&format!(
+        format!("  {label:<26}{:>12}  {gpu:>12}\n", human(host_bytes))
+    };
+    [
+        format!("estimate  {:<18}{:>12}  {:>12}\n", "", "host (RSS)", "GPU"),
+        row("weights", e.host.weights, Some(e.gpu.weights)),
+        row("repacked CPU copies", e.host.repacked, None),
+        row("KV cache", e.host.kv_cache, Some(e.gpu.kv_cache)),
+        row("compute buffers", e.host.compute, Some(e.gpu.compute)),
+        row("vocabulary + logits", e.host.vocab_and_outputs, None),
+        row("process / CUDA runtime", e.host.overhead, Some(e.gpu.overhead)),
+        row("total (predicted peak)", e.host_peak, Some(e.gpu_peak)),
+        format!(
             "          host compute buffer reserved {} (virtual; {} of it touched for batches of {} tokens)\n",
             human(e.host_compute_reserved),
             human(e.host.compute),
             e.batch_tokens
-        ));
-        let gpus = if hw.gpus.is_empty() {
-            format!("GPU none ({})", hw.offload_note)
-        } else {
-            hw.gpus
-                .iter()
-                .map(|g| {
-                    format!(
-                        "GPU {} {}: {} free of {} ({})",
-                        g.index,
-                        g.name,
-                        gib(g.free_bytes),
-                        gib(g.total_bytes),
-                        g.source
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        out.push_str(&format!(
-            "machine   RAM {} ({} available) · swap {} · {}{}\n",
-            gib(hw.ram_total_bytes),
-            gib(hw.ram_available_bytes),
-            if hw.swap_total_bytes == 0 {
-                "none".to_string()
-            } else {
+        ),
+    ]
+    .concat()
+}
+
+/// RAM, swap and each GPU the plan counts, marked when some figures are assumed.
+fn machine_line(hw: &Hardware) -> String {
+    let swap = if hw.swap_total_bytes == 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "{} ({} free)",
+            gib(hw.swap_total_bytes),
+            gib(hw.swap_free_bytes)
+        )
+    };
+    let gpus = if hw.gpus.is_empty() {
+        format!("GPU none ({})", hw.offload_note)
+    } else {
+        hw.gpus
+            .iter()
+            .map(|g| {
                 format!(
-                    "{} ({} free)",
-                    gib(hw.swap_total_bytes),
-                    gib(hw.swap_free_bytes)
+                    "GPU {} {}: {} free of {} ({})",
+                    g.index,
+                    g.name,
+                    gib(g.free_bytes),
+                    gib(g.total_bytes),
+                    g.source
                 )
-            },
-            gpus,
-            if hw.assumed { " [assumed]" } else { "" }
-        ));
-        out.push_str(&format!("verdict   {}\n", self.evaluation.verdict_text));
-        for line in &self.evaluation.advice {
-            out.push_str(&format!("change    {line}\n"));
-        }
-        out.push_str(&format!(
-            "flags     {}\n",
-            self.evaluation.recommended_flags.join(" ")
-        ));
-        for line in &self.evaluation.warnings {
-            out.push_str(&format!("warning   {line}\n"));
-        }
-        out
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    format!(
+        "machine   RAM {} ({} available) · swap {swap} · {gpus}{}\n",
+        gib(hw.ram_total_bytes),
+        gib(hw.ram_available_bytes),
+        if hw.assumed { " [assumed]" } else { "" }
+    )
+}
+
+/// The verdict, what to change, the flags to run with, and the warnings.
+fn outcome_lines(evaluation: &Evaluation) -> String {
+    let mut out = format!("verdict   {}\n", evaluation.verdict_text);
+    for line in &evaluation.advice {
+        out.push_str(&format!("change    {line}\n"));
     }
+    out.push_str(&format!(
+        "flags     {}\n",
+        evaluation.recommended_flags.join(" ")
+    ));
+    for line in &evaluation.warnings {
+        out.push_str(&format!("warning   {line}\n"));
+    }
+    out
 }
 
 /// Resident memory of this process now, plus what the store adds during a run.

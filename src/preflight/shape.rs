@@ -91,6 +91,7 @@ impl ModelShape {
     }
 
     /// The shape from a parsed header.
+    // Linear: one metadata lookup and fallback per field; kept whole so every key read is in view.
     pub fn from_gguf(g: &Gguf) -> Result<ModelShape> {
         let missing = |what: &str| {
             Error::Usage(format!(

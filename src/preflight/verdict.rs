@@ -117,20 +117,33 @@ pub fn evaluate(
     requested: GpuLayers,
     hw: &Hardware,
 ) -> Evaluation {
-    let mut warnings = Vec::new();
     let all = shape.n_layer + 1;
-    let placement = match requested {
-        GpuLayers::Count(n) if n > 0 && !hw.can_offload => {
-            warnings.push(format!(
-                "--n-gpu-layers {n} has no effect: {}",
-                hw.offload_note
-            ));
-            Placement {
-                gpu_layers: 0,
-                method: "cpu".into(),
-                reason: format!("--n-gpu-layers {n}, but {}", hw.offload_note),
-            }
-        }
+    let placement = place_layers(shape, plan, requested, hw);
+    let layers = placement.gpu_layers;
+    let e = estimate(shape, &with_layers(plan, layers));
+    let gpu_ok = gpu_fits(&e, hw);
+    let verdict = classify(&e, gpu_ok, all, hw);
+    Evaluation {
+        verdict_text: verdict_text(verdict, &e, gpu_ok, all, hw),
+        advice: advice(shape, plan, hw, layers, &e, verdict, gpu_ok),
+        recommended_flags: recommended_flags(&e, plan),
+        warnings: warnings(shape, plan, requested, hw, &e, verdict),
+        placement,
+        estimate: e,
+        verdict,
+    }
+}
+
+/// Where the layers go: the count asked for (capped at all layers), none when this binary cannot
+/// offload, or for `auto` the most the GPU budget holds.
+fn place_layers(shape: &ModelShape, plan: &Plan, requested: GpuLayers, hw: &Hardware) -> Placement {
+    let all = shape.n_layer + 1;
+    match requested {
+        GpuLayers::Count(n) if n > 0 && !hw.can_offload => Placement {
+            gpu_layers: 0,
+            method: "cpu".into(),
+            reason: format!("--n-gpu-layers {n}, but {}", hw.offload_note),
+        },
         GpuLayers::Count(n) => Placement {
             gpu_layers: n.min(all),
             method: "flag".into(),
@@ -146,28 +159,34 @@ pub fn evaluate(
             Placement {
                 gpu_layers: fit,
                 method: "estimate".into(),
-                reason: if fit == all {
-                    format!(
-                        "auto: all {all} layers fit {} ({} free)",
-                        hw.gpus[0].name,
-                        gib(hw.gpu_free())
-                    )
-                } else {
-                    format!(
-                        "auto: {fit} of {all} layers fit {} ({} free, {} kept free)",
-                        hw.gpus[0].name,
-                        gib(hw.gpu_free()),
-                        gib(GPU_MARGIN)
-                    )
-                },
+                reason: auto_placement_reason(fit, all, hw),
             }
         }
-    };
-    let e = estimate(shape, &with_layers(plan, placement.gpu_layers));
-    let gpu_ok = gpu_fits(&e, hw);
-    let verdict = if !gpu_ok {
+    }
+}
+
+fn auto_placement_reason(fit: u32, all: u32, hw: &Hardware) -> String {
+    if fit == all {
+        format!(
+            "auto: all {all} layers fit {} ({} free)",
+            hw.gpus[0].name,
+            gib(hw.gpu_free())
+        )
+    } else {
+        format!(
+            "auto: {fit} of {all} layers fit {} ({} free, {} kept free)",
+            hw.gpus[0].name,
+            gib(hw.gpu_free()),
+            gib(GPU_MARGIN)
+        )
+    }
+}
+
+/// The verdict for estimate `e` (of `all` layers) on `hw`; `gpu_ok` is whether its GPU share fits.
+fn classify(e: &Estimate, gpu_ok: bool, all: u32, hw: &Hardware) -> Verdict {
+    if !gpu_ok {
         Verdict::WillNotFit
-    } else if host_fits(&e, hw) {
+    } else if host_fits(e, hw) {
         if e.gpu_layers == all {
             Verdict::FitsOnGpu
         } else if e.gpu_layers > 0 {
@@ -175,11 +194,15 @@ pub fn evaluate(
         } else {
             Verdict::FitsInRam
         }
-    } else if host_fits_with_swap(&e, hw) {
+    } else if host_fits_with_swap(e, hw) {
         Verdict::FitsOnlyWithSwap
     } else {
         Verdict::WillNotFit
-    };
+    }
+}
+
+/// The verdict in one line, with the figures it was decided on.
+fn verdict_text(verdict: Verdict, e: &Estimate, gpu_ok: bool, all: u32, hw: &Hardware) -> String {
     let host_line = format!(
         "host peak RSS {} of {} RAM available{}",
         gib(e.host_peak),
@@ -191,7 +214,7 @@ pub fn evaluate(
         }
     );
     let gpu_line = format!("GPU {} of {} free", gib(e.gpu_peak), gib(hw.gpu_free()));
-    let verdict_text = match verdict {
+    match verdict {
         Verdict::FitsOnGpu => {
             format!("fits on the GPU (all {all} layers): {gpu_line}; {host_line}")
         }
@@ -211,111 +234,180 @@ pub fn evaluate(
             gib(GPU_MARGIN)
         ),
         Verdict::WillNotFit => format!("will not fit in memory: {host_line}"),
-    };
+    }
+}
 
-    let mut advice = Vec::new();
+/// What to change when the run does not fit, or fits only with swap, with `layers` on the GPU.
+fn advice(
+    shape: &ModelShape,
+    plan: &Plan,
+    hw: &Hardware,
+    layers: u32,
+    e: &Estimate,
+    verdict: Verdict,
+    gpu_ok: bool,
+) -> Vec<String> {
     if !gpu_ok {
+        // The host figures are for a placement that cannot load, so only the GPU advice holds.
         let fit = max_gpu_layers(shape, plan, hw);
-        advice.push(format!(
+        return vec![format!(
             "offload fewer layers: --n-gpu-layers {fit} (or auto) fits the GPU"
+        )];
+    }
+    if !matches!(verdict, Verdict::WillNotFit | Verdict::FitsOnlyWithSwap) {
+        return Vec::new();
+    }
+    let mut advice = Vec::new();
+    if let Some(ctx) = largest_ram_ctx_tokens(shape, plan, layers, hw) {
+        advice.push(format!(
+            "a smaller context: --ctx {ctx} fits in RAM with --parallel {}",
+            plan.n_seq
         ));
     }
-    if matches!(verdict, Verdict::WillNotFit | Verdict::FitsOnlyWithSwap) && gpu_ok {
-        let layers = placement.gpu_layers;
-        let fits_ram = |p: &Plan| host_fits(&estimate(shape, &with_layers(p, layers)), hw);
-        // Largest context per sequence that fits in RAM at this --parallel.
-        let mut lo = 0u64;
-        let mut hi = u64::from(plan.ctx_per_seq) / CTX_PAD;
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            let p = Plan {
-                ctx_per_seq: (mid * CTX_PAD) as u32,
-                ..plan.clone()
-            };
-            if fits_ram(&p) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        if lo > 0 {
-            advice.push(format!(
-                "a smaller context: --ctx {} fits in RAM with --parallel {}",
-                lo * CTX_PAD,
-                plan.n_seq
-            ));
-        }
-        if plan.n_seq > 1 {
-            if let Some(n) = (1..plan.n_seq).rev().find(|&n| {
-                fits_ram(&Plan {
-                    n_seq: n,
-                    ..plan.clone()
-                })
-            }) {
-                advice.push(format!(
-                    "fewer parallel sequences: --parallel {n} fits in RAM with --ctx {}",
-                    plan.ctx_per_seq
-                ));
-            }
-        }
-        if hw.can_offload && placement.gpu_layers < all {
-            let fit = max_gpu_layers(shape, plan, hw);
-            if fit > placement.gpu_layers {
-                advice.push(format!(
-                    "offload more layers to the GPU: --n-gpu-layers {fit}"
-                ));
-            }
-        }
-        let short = e.host_peak.saturating_sub(host_budget(hw));
-        if verdict == Verdict::WillNotFit {
-            let swap_gib = (short.saturating_sub(hw.swap_free_bytes) as f64 / (1u64 << 30) as f64)
-                .ceil()
-                .max(1.0) as u64
-                + 2;
-            advice.push(format!(
-                "or add about {swap_gib} GiB of swap (slow: the model will page): {}",
-                swap_commands(swap_gib)
-            ));
-        }
+    if let Some(n) = most_ram_parallel(shape, plan, layers, hw) {
+        advice.push(format!(
+            "fewer parallel sequences: --parallel {n} fits in RAM with --ctx {}",
+            plan.ctx_per_seq
+        ));
     }
-    let headroom = hw.ram_available_bytes.saturating_sub(e.host_peak);
-    if hw.swap_total_bytes == 0
-        && verdict.runnable()
-        && headroom < (hw.ram_total_bytes / 10).max(2 << 30)
-    {
-        let swap_gib = ((e.host_peak as f64 / (1u64 << 30) as f64) / 2.0)
-            .ceil()
-            .max(4.0) as u64;
-        warnings.push(format!(
-            "no swap is configured and only {} of RAM would stay free: an allocation spike or another process can get this run killed. Add {swap_gib} GiB of swap: {}",
-            gib(headroom),
+    let fit = max_gpu_layers(shape, plan, hw);
+    if fit > layers {
+        advice.push(format!(
+            "offload more layers to the GPU: --n-gpu-layers {fit}"
+        ));
+    }
+    if verdict == Verdict::WillNotFit {
+        let swap_gib = swap_to_add_gib(e, hw);
+        advice.push(format!(
+            "or add about {swap_gib} GiB of swap (slow: the model will page): {}",
             swap_commands(swap_gib)
         ));
     }
-    if u64::from(plan.ctx_per_seq) > shape.n_ctx_train {
-        warnings.push(format!(
+    advice
+}
+
+/// Whether `plan` with `layers` on the GPU fits in RAM (without swap).
+fn fits_ram(shape: &ModelShape, plan: &Plan, layers: u32, hw: &Hardware) -> bool {
+    host_fits(&estimate(shape, &with_layers(plan, layers)), hw)
+}
+
+/// The largest context per sequence (a multiple of `CTX_PAD`, at most `plan`'s) that fits in RAM
+/// at `plan`'s `--parallel`; `None` when not even one pad does. Binary search: the host peak
+/// grows with the context.
+fn largest_ram_ctx_tokens(
+    shape: &ModelShape,
+    plan: &Plan,
+    layers: u32,
+    hw: &Hardware,
+) -> Option<u64> {
+    let mut lo = 0u64;
+    let mut hi = u64::from(plan.ctx_per_seq) / CTX_PAD;
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let smaller = Plan {
+            ctx_per_seq: (mid * CTX_PAD) as u32,
+            ..plan.clone()
+        };
+        if fits_ram(shape, &smaller, layers, hw) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    (lo > 0).then_some(lo * CTX_PAD)
+}
+
+/// The most sequences, fewer than `plan`'s, that fit in RAM at `plan`'s context.
+fn most_ram_parallel(shape: &ModelShape, plan: &Plan, layers: u32, hw: &Hardware) -> Option<u32> {
+    (1..plan.n_seq).rev().find(|&n| {
+        let fewer = Plan {
+            n_seq: n,
+            ..plan.clone()
+        };
+        fits_ram(shape, &fewer, layers, hw)
+    })
+}
+
+/// Swap that would absorb what RAM and the free swap lack, rounded up, plus 2 GiB of headroom.
+fn swap_to_add_gib(e: &Estimate, hw: &Hardware) -> u64 {
+    let short_bytes = e.host_peak.saturating_sub(host_budget(hw));
+    (short_bytes.saturating_sub(hw.swap_free_bytes) as f64 / (1u64 << 30) as f64)
+        .ceil()
+        .max(1.0) as u64
+        + 2
+}
+
+fn recommended_flags(e: &Estimate, plan: &Plan) -> Vec<String> {
+    vec![
+        format!("--n-gpu-layers {}", e.gpu_layers),
+        format!("--ctx {}", plan.ctx_per_seq),
+        format!("--parallel {}", plan.n_seq),
+    ]
+}
+
+/// Ignored flags, a thin margin without swap, a context beyond training, a truncated file.
+fn warnings(
+    shape: &ModelShape,
+    plan: &Plan,
+    requested: GpuLayers,
+    hw: &Hardware,
+    e: &Estimate,
+    verdict: Verdict,
+) -> Vec<String> {
+    [
+        ignored_gpu_layers_warning(requested, hw),
+        no_swap_warning(e, verdict, hw),
+        beyond_trained_ctx_warning(shape, plan),
+        truncated_file_warning(shape),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn ignored_gpu_layers_warning(requested: GpuLayers, hw: &Hardware) -> Option<String> {
+    match requested {
+        GpuLayers::Count(n) if n > 0 && !hw.can_offload => Some(format!(
+            "--n-gpu-layers {n} has no effect: {}",
+            hw.offload_note
+        )),
+        _ => None,
+    }
+}
+
+/// Without swap, a spike past a thin RAM headroom gets the run killed instead of slowed down.
+fn no_swap_warning(e: &Estimate, verdict: Verdict, hw: &Hardware) -> Option<String> {
+    let headroom_bytes = hw.ram_available_bytes.saturating_sub(e.host_peak);
+    let thin = headroom_bytes < (hw.ram_total_bytes / 10).max(2 << 30);
+    if hw.swap_total_bytes != 0 || !verdict.runnable() || !thin {
+        return None;
+    }
+    let swap_gib = ((e.host_peak as f64 / (1u64 << 30) as f64) / 2.0)
+        .ceil()
+        .max(4.0) as u64;
+    Some(format!(
+        "no swap is configured and only {} of RAM would stay free: an allocation spike or another process can get this run killed. Add {swap_gib} GiB of swap: {}",
+        gib(headroom_bytes),
+        swap_commands(swap_gib)
+    ))
+}
+
+fn beyond_trained_ctx_warning(shape: &ModelShape, plan: &Plan) -> Option<String> {
+    (u64::from(plan.ctx_per_seq) > shape.n_ctx_train).then(|| {
+        format!(
             "--ctx {} is beyond the {} tokens {} was trained with; answers past that may degrade",
             plan.ctx_per_seq, shape.n_ctx_train, shape.name
-        ));
-    }
-    if shape.is_truncated() {
-        warnings.push(format!(
+        )
+    })
+}
+
+fn truncated_file_warning(shape: &ModelShape) -> Option<String> {
+    shape.is_truncated().then(|| {
+        format!(
             "the file is {} bytes but its header declares {}: tensor data is missing, llama.cpp will refuse to load it (re-download or re-convert it); the estimate uses the declared size",
             shape.file_bytes, shape.declared_file_bytes
-        ));
-    }
-    let mut recommended_flags = vec![format!("--n-gpu-layers {}", e.gpu_layers)];
-    recommended_flags.push(format!("--ctx {}", plan.ctx_per_seq));
-    recommended_flags.push(format!("--parallel {}", plan.n_seq));
-    Evaluation {
-        placement,
-        estimate: e,
-        verdict,
-        verdict_text,
-        advice,
-        recommended_flags,
-        warnings,
-    }
+        )
+    })
 }
 
 /// The commands that add a swap file of `gib` GiB (and keep it after a reboot).

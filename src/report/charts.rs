@@ -1,6 +1,7 @@
 //! Charts of the HTML report, drawn with `plotters` into SVG text (inlined in the page).
 
 use super::data::{MemoryPoint, RunReport};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -8,6 +9,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 /// A labelled, coloured line of a chart.
 type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+/// The chart every f64-by-f64 figure here is drawn on.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Colours of runs in multi-run charts (Tableau 10).
 pub const RUN_COLORS: [RGBColor; 8] = [
@@ -121,109 +124,155 @@ pub fn memory_timeline(run: &RunReport) -> String {
         if run.timeline.is_empty() {
             return placeholder(root, &title, "no memory samples recorded");
         }
-        let max_bytes = run
-            .timeline
-            .iter()
-            .flat_map(|p| {
-                [
-                    p.rss_bytes,
-                    p.ram_used_bytes,
-                    p.swap_used_bytes,
-                    p.gpu_used_bytes,
-                ]
-            })
-            .flatten()
-            .chain(run.answers.iter().filter_map(|a| a.rss_bytes))
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
+        let max_bytes = peak_memory_bytes(run);
         let (unit, unit_name) = byte_unit(max_bytes);
-        let marks: Vec<(f64, f64)> = run
-            .answers
-            .iter()
-            .filter(|a| a.ok == Some(true))
-            .filter_map(|a| Some((a.finished_s?, a.rss_bytes? as f64 / unit)))
-            .collect();
-        let x_max = run
-            .timeline
-            .iter()
-            .map(|p| p.t_s)
-            .chain(marks.iter().map(|m| m.0))
-            .fold(1.0_f64, f64::max)
-            * 1.02;
+        let marks = answer_marks(run, unit);
+        let x_max_s = time_axis_end_s(run, &marks);
         let y_max = max_bytes / unit * 1.1;
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the run started")
-            .y_desc(unit_name)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| {
-                if unit_name == "GiB" {
-                    format!("{v:.1}")
-                } else {
-                    format!("{v:.0}")
-                }
-            })
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
-        let lines: [Line; 4] = [
-            (
-                "RAM used (host)",
-                RAM,
-                series(&run.timeline, |p| p.ram_used_bytes, unit),
-            ),
-            (
-                "swap used",
-                SWAP,
-                series(&run.timeline, |p| p.swap_used_bytes, unit),
-            ),
-            (
-                "GPU used",
-                GPU,
-                series(&run.timeline, |p| p.gpu_used_bytes, unit),
-            ),
-            (
-                "process RSS",
-                RSS,
-                series(&run.timeline, |p| p.rss_bytes, unit),
-            ),
-        ];
-        for (label, color, points) in lines {
-            if points.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-        }
-        if !marks.is_empty() {
-            chart
-                .draw_series(
-                    marks
-                        .iter()
-                        .map(|&(x, y)| Circle::new((x, y), 3, MARK.filled())),
-                )?
-                .label("answer completed")
-                .legend(|(x, y)| Circle::new((x + 9, y), 3, MARK.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font((FONT, 13))
-            .draw()?;
-        Ok(())
+        let mut chart = memory_axes(root, title, x_max_s, y_max, unit_name)?;
+        draw_lines(&mut chart, memory_lines(run, unit))?;
+        draw_answer_marks(&mut chart, &marks)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
+}
+
+/// The largest memory figure of the run (samples and answers), at least 1 so the axis has a
+/// height.
+fn peak_memory_bytes(run: &RunReport) -> f64 {
+    run.timeline
+        .iter()
+        .flat_map(|p| {
+            [
+                p.rss_bytes,
+                p.ram_used_bytes,
+                p.swap_used_bytes,
+                p.gpu_used_bytes,
+            ]
+        })
+        .flatten()
+        .chain(run.answers.iter().filter_map(|a| a.rss_bytes))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+}
+
+/// (seconds, RSS in `unit`) of each ok answer that recorded both.
+fn answer_marks(run: &RunReport, unit: f64) -> Vec<(f64, f64)> {
+    run.answers
+        .iter()
+        .filter(|a| a.ok == Some(true))
+        .filter_map(|a| Some((a.finished_s?, a.rss_bytes? as f64 / unit)))
+        .collect()
+}
+
+/// The right end of the time axis: the last sample or mark (at least 1 s), with 2% room.
+fn time_axis_end_s(run: &RunReport, marks: &[(f64, f64)]) -> f64 {
+    run.timeline
+        .iter()
+        .map(|p| p.t_s)
+        .chain(marks.iter().map(|m| m.0))
+        .fold(1.0_f64, f64::max)
+        * 1.02
+}
+
+/// Axes of the memory chart: seconds across, `unit_name` up (one decimal for GiB).
+fn memory_axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: String,
+    x_max_s: f64,
+    y_max: f64,
+    unit_name: &str,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max_s, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the run started")
+        .y_desc(unit_name)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if unit_name == "GiB" {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        })
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The memory lines in drawing order (RSS last, on top), in `unit`.
+fn memory_lines(run: &RunReport, unit: f64) -> [Line<'static>; 4] {
+    [
+        (
+            "RAM used (host)",
+            RAM,
+            series(&run.timeline, |p| p.ram_used_bytes, unit),
+        ),
+        (
+            "swap used",
+            SWAP,
+            series(&run.timeline, |p| p.swap_used_bytes, unit),
+        ),
+        (
+            "GPU used",
+            GPU,
+            series(&run.timeline, |p| p.gpu_used_bytes, unit),
+        ),
+        (
+            "process RSS",
+            RSS,
+            series(&run.timeline, |p| p.rss_bytes, unit),
+        ),
+    ]
+}
+
+/// Draw each line that has points, with its legend entry (an unrecorded figure gets neither).
+fn draw_lines(chart: &mut Chart, lines: [Line; 4]) -> DrawResult {
+    for (label, color, points) in lines {
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    Ok(())
+}
+
+fn draw_answer_marks(chart: &mut Chart, marks: &[(f64, f64)]) -> DrawResult {
+    if marks.is_empty() {
+        return Ok(());
+    }
+    chart
+        .draw_series(
+            marks
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, MARK.filled())),
+        )?
+        .label("answer completed")
+        .legend(|(x, y)| Circle::new((x + 9, y), 3, MARK.filled()));
+    Ok(())
+}
+
+/// The legend box of the labelled series, at `position`.
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
 }
 
 /// Histogram of the latencies of one run's ok answers, with the median and p95 marked.
@@ -291,6 +340,24 @@ pub fn latency_distribution(run: &RunReport, color: RGBColor) -> String {
 /// Accuracy per category, one bar per run, with 95% Wilson intervals. `None` when no question
 /// carries a category.
 pub fn accuracy_by_category(runs: &[RunReport]) -> Option<String> {
+    let categories = categories_in_order(runs);
+    if categories.is_empty() {
+        return None;
+    }
+    Some(svg((960, 380), |root| {
+        let mut chart = accuracy_axes(root, categories.len())?;
+        // Each category's unit of width holds one bar slot per run, with 10% margins each side.
+        let slot = 0.8 / runs.len().max(1) as f64;
+        for (j, run) in runs.iter().enumerate() {
+            draw_run_bars(&mut chart, run, j, &categories, slot)?;
+        }
+        draw_category_labels(root, &chart, &categories)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    }))
+}
+
+/// Every category of any run, in order of first appearance.
+fn categories_in_order(runs: &[RunReport]) -> Vec<String> {
     let mut categories: Vec<String> = Vec::new();
     for run in runs {
         for c in &run.categories {
@@ -299,80 +366,92 @@ pub fn accuracy_by_category(runs: &[RunReport]) -> Option<String> {
             }
         }
     }
-    if categories.is_empty() {
-        return None;
-    }
-    Some(svg((960, 380), |root| {
-        let n = categories.len() as f64;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Accuracy per category (95% Wilson interval)", (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..n, 0.0..100.0)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .x_label_formatter(&|_| String::new())
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc("% correct")
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
-        let slot = 0.8 / runs.len().max(1) as f64;
-        for (j, run) in runs.iter().enumerate() {
-            let color = RUN_COLORS[j % RUN_COLORS.len()];
-            let bars: Vec<(f64, super::stats::Rate)> = categories
+    categories
+}
+
+/// Axes of the accuracy chart: one unit of width per category (labelled below, not by the
+/// mesh), 0 to 100% up.
+fn accuracy_axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    n_categories: usize,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption("Accuracy per category (95% Wilson interval)", (FONT, 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..n_categories as f64, 0.0..100.0)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_label_formatter(&|_| String::new())
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("% correct")
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    Ok(chart)
+}
+
+/// Run `j`'s bars (with its legend entry) and their Wilson intervals, in its slot of each
+/// category it has an accuracy for.
+fn draw_run_bars(
+    chart: &mut Chart,
+    run: &RunReport,
+    j: usize,
+    categories: &[String],
+    slot: f64,
+) -> DrawResult {
+    let color = RUN_COLORS[j % RUN_COLORS.len()];
+    let bars: Vec<(f64, super::stats::Rate)> = categories
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let rate = run
+                .categories
                 .iter()
-                .enumerate()
-                .filter_map(|(i, name)| {
-                    let rate = run
-                        .categories
-                        .iter()
-                        .find(|c| &c.category == name)?
-                        .accuracy?;
-                    Some((i as f64 + 0.1 + j as f64 * slot, rate))
-                })
-                .collect();
-            chart
-                .draw_series(bars.iter().map(|&(x, rate)| {
-                    Rectangle::new(
-                        [(x + slot * 0.08, 0.0), (x + slot * 0.92, rate.rate * 100.0)],
-                        color.mix(0.8).filled(),
-                    )
-                }))?
-                .label(format!("run {} · {}", run.run_id, run.model.name))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-            chart.draw_series(bars.iter().map(|&(x, rate)| {
-                ErrorBar::new_vertical(
-                    x + slot / 2.0,
-                    rate.low * 100.0,
-                    rate.rate * 100.0,
-                    rate.high * 100.0,
-                    BLACK.stroke_width(1),
-                    6,
-                )
-            }))?;
-        }
-        for (i, name) in categories.iter().enumerate() {
-            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-            root.draw(&Text::new(
-                name.clone(),
-                (x, y + 8),
-                TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
-            ))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font((FONT, 13))
-            .draw()?;
-        Ok(())
-    }))
+                .find(|c| &c.category == name)?
+                .accuracy?;
+            Some((i as f64 + 0.1 + j as f64 * slot, rate))
+        })
+        .collect();
+    chart
+        .draw_series(bars.iter().map(|&(x, rate)| {
+            Rectangle::new(
+                [(x + slot * 0.08, 0.0), (x + slot * 0.92, rate.rate * 100.0)],
+                color.mix(0.8).filled(),
+            )
+        }))?
+        .label(format!("run {} · {}", run.run_id, run.model.name))
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    chart.draw_series(bars.iter().map(|&(x, rate)| {
+        ErrorBar::new_vertical(
+            x + slot / 2.0,
+            rate.low * 100.0,
+            rate.rate * 100.0,
+            rate.high * 100.0,
+            BLACK.stroke_width(1),
+            6,
+        )
+    }))?;
+    Ok(())
+}
+
+/// Category names centred under their unit of width (the mesh's own labels are numeric).
+fn draw_category_labels(
+    root: &DrawingArea<SVGBackend, Shift>,
+    chart: &Chart,
+    categories: &[String],
+) -> DrawResult {
+    for (i, name) in categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        root.draw(&Text::new(
+            name.clone(),
+            (x, y + 8),
+            TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
