@@ -7,6 +7,8 @@
 use crate::config::{GenerationSettings, GpuLayers};
 use crate::error::{Error, Result};
 pub use crate::record::{BackendFacts, GpuDevice, ModelInfo, SessionOptions};
+use crate::run::scheduler::Decoder;
+use llama_cpp_2::context::kv_cache::KvCacheConversionError;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -23,6 +25,18 @@ use std::sync::OnceLock;
 /// A token id of the loaded model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Token(i32);
+
+/// Ids for decoders that are not llama.cpp (the scheduler's tests).
+#[cfg(test)]
+impl Token {
+    pub(crate) fn from_id(id: i32) -> Token {
+        Token(id)
+    }
+
+    pub(crate) fn id(self) -> i32 {
+        self.0
+    }
+}
 
 /// The plain prompt used when the GGUF carries no chat template llama.cpp can apply.
 pub const FALLBACK_FORMAT: &str = "{system}\n\nQuestion: {question}\nAnswer:";
@@ -348,32 +362,27 @@ impl<'m> Session<'m> {
     pub fn engine(&self) -> &'m Engine {
         self.engine
     }
+}
 
-    /// Most tokens one batch holds.
-    pub fn batch_capacity(&self) -> usize {
+impl Decoder for Session<'_> {
+    type Sampler = SequenceSampler;
+
+    fn batch_capacity(&self) -> usize {
         self.batch_size
     }
 
-    /// Tokens in the batch being built.
-    pub fn batch_len(&self) -> usize {
-        self.batch.n_tokens() as usize
-    }
-
-    /// Start building a new batch.
-    pub fn clear_batch(&mut self) {
+    fn clear_batch(&mut self) {
         self.batch.clear();
     }
 
-    /// Append a token of sequence `sequence` at position `position`; `wants_logits` marks the
-    /// tokens whose next-token distribution will be sampled. Returns the token's batch index.
-    pub fn push(
+    fn push(
         &mut self,
         token: Token,
         position: u32,
         sequence: u32,
         wants_logits: bool,
-    ) -> Result<i32> {
-        let index = self.batch.n_tokens();
+    ) -> Result<usize> {
+        let index = self.batch.n_tokens() as usize;
         self.batch
             .add(
                 LlamaToken(token.0),
@@ -385,8 +394,7 @@ impl<'m> Session<'m> {
         Ok(index)
     }
 
-    /// Run the model over the batch.
-    pub fn decode(&mut self) -> Result<()> {
+    fn decode(&mut self) -> Result<()> {
         self.context.decode(&mut self.batch).map_err(|e| {
             anyhow::anyhow!(
                 "llama.cpp decode failed ({e}); if this is memory, lower --parallel or --n-gpu-layers and --resume"
@@ -394,27 +402,52 @@ impl<'m> Session<'m> {
         })
     }
 
-    /// Sample the next token of the sequence whose logits sit at `batch_index`. A sampler chain
-    /// also accepts the token (llama.cpp's `llama_sampler_sample` does both).
-    pub fn sample(&mut self, sampler: &mut SequenceSampler, batch_index: i32) -> Token {
+    /// A sampler chain also accepts the token (llama.cpp's `llama_sampler_sample` does both).
+    fn sample(&mut self, sampler: &mut SequenceSampler, batch_index: usize) -> Token {
+        let batch_index = batch_index as i32;
         match sampler {
             SequenceSampler::Greedy => Token(argmax(self.context.get_logits_ith(batch_index))),
             SequenceSampler::Chain(chain) => Token(chain.sample(&self.context, batch_index).0),
         }
     }
 
-    /// Copy sequence `source`'s KV cache into `destination` (replacing what it held). With one
-    /// stream per sequence llama.cpp copies the buffer at the next decode; with unified KV the
-    /// cells are shared, not copied.
-    pub fn copy_sequence(&mut self, source: u32, destination: u32) {
-        // Whole-sequence copies take no positions, so the conversion cannot fail.
-        let _ = self
-            .context
-            .copy_kv_cache_seq(source as i32, destination as i32, None, None);
+    fn is_end_of_generation(&self, token: Token) -> bool {
+        self.engine.is_end_of_generation(token)
     }
 
-    /// Drop a finished sequence's KV cache so its slot can take the next question.
-    pub fn forget_sequence(&mut self, sequence: u32) {
+    fn token_bytes(&self, token: Token) -> Vec<u8> {
+        self.engine.token_bytes(token)
+    }
+
+    /// llama.cpp copies a range only within one KV stream (`--kv-unified`); with a stream per
+    /// sequence, the default, a partial copy aborts the process ("seq_cp() is only supported for
+    /// full KV buffers"). So the whole sequence is copied and the destination then trimmed, which
+    /// is right in both layouts. With separate streams the buffer copy happens at the next decode,
+    /// before that batch writes its KV; with unified KV the cells are shared, not copied.
+    fn copy_sequence(&mut self, source: u32, destination: u32, positions: u32) -> Result<()> {
+        let failed =
+            |e: KvCacheConversionError| anyhow::anyhow!("KV copy {source} -> {destination}: {e}");
+        // Unified KV adds the source's cells to what the destination holds, so clear it first.
+        self.context
+            .clear_kv_cache_seq(Some(destination), None, None)
+            .map_err(failed)?;
+        self.context
+            .copy_kv_cache_seq(source as i32, destination as i32, None, None)
+            .map_err(failed)?;
+        let trimmed = self
+            .context
+            .clear_kv_cache_seq(Some(destination), Some(positions), None)
+            .map_err(failed)?;
+        // Only recurrent state refuses a partial removal, and such models share no prefix.
+        if !trimmed {
+            return Err(anyhow::anyhow!(
+                "llama.cpp could not trim sequence {destination} to {positions} positions"
+            ));
+        }
+        Ok(())
+    }
+
+    fn forget_sequence(&mut self, sequence: u32) {
         // Full-sequence removal cannot fail; the Result only guards id conversions.
         let _ = self.context.clear_kv_cache_seq(Some(sequence), None, None);
     }

@@ -359,7 +359,7 @@ fn jobs(
     mut prompts: Vec<Prompt>,
     recorder: &Recorder,
     progress: &mut progress::Progress,
-) -> Vec<Job> {
+) -> Vec<Job<engine::SequenceSampler>> {
     let mut jobs = Vec::with_capacity(pending.len());
     for &index in pending {
         let question = &questions[index];

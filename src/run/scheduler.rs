@@ -1,23 +1,67 @@
-//! Continuous batching over `--parallel` sequences of one llama.cpp context.
+//! Continuous batching over `--parallel` sequences of one model context, seen through the
+//! [`Decoder`] trait (llama.cpp's in the engine, a scripted fake in the tests).
 //!
 //! Each step builds one batch: first one token for every sequence that is generating, then prompt
 //! chunks of sequences that are prefilling, up to the batch capacity (so long prompts are chunked
 //! and prefill shares batches with other sequences' decode steps). A finished sequence frees its
 //! slot, which takes the next question in the same step.
 
-use crate::engine::{SequenceSampler, Session, Token};
+use crate::engine::Token;
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
+/// What the scheduler needs from a model context whose KV cache holds several sequences that are
+/// decoded in shared batches. The engine implements it over llama.cpp; the tests over a script.
+pub trait Decoder {
+    /// Per-question sampling state, owned by the question's [`Job`].
+    type Sampler;
+
+    /// Most tokens one batch holds.
+    fn batch_capacity(&self) -> usize;
+
+    /// Start building a new batch.
+    fn clear_batch(&mut self);
+
+    /// Append `token` of `sequence` at `position`, which must follow the last position the
+    /// sequence holds (in its KV cache and earlier in this batch); `wants_logits` marks the tokens
+    /// to be sampled after [`Decoder::decode`]. Returns the token's index in the batch.
+    fn push(
+        &mut self,
+        token: Token,
+        position: u32,
+        sequence: u32,
+        wants_logits: bool,
+    ) -> Result<usize>;
+
+    /// Run the model over the batch; every pushed token's KV joins its sequence.
+    fn decode(&mut self) -> Result<()>;
+
+    /// Next token of the sequence whose logits sit at `batch_index` of the decoded batch.
+    fn sample(&mut self, sampler: &mut Self::Sampler, batch_index: usize) -> Token;
+
+    /// Whether `token` ends generation (EOS, EOT, ...).
+    fn is_end_of_generation(&self, token: Token) -> bool;
+
+    /// The bytes of a token's text (a multi-byte character may span tokens).
+    fn token_bytes(&self, token: Token) -> Vec<u8>;
+
+    /// Make `destination` hold exactly `source`'s KV positions `[0, positions)`, dropping what it
+    /// held before.
+    fn copy_sequence(&mut self, source: u32, destination: u32, positions: u32) -> Result<()>;
+
+    /// Drop everything a sequence holds, so its slot can take the next question.
+    fn forget_sequence(&mut self, sequence: u32);
+}
+
 /// One question ready for decoding.
-pub struct Job {
+pub struct Job<S> {
     /// Index of the question in the caller's list.
     pub question_index: usize,
-    /// Tokenized prompt (fits the sequence's context together with `max_tokens`).
+    /// Tokenized prompt: not empty, and fits the sequence's context together with `max_tokens`.
     pub prompt: Vec<Token>,
     /// Sampler for this question.
-    pub sampler: SequenceSampler,
+    pub sampler: S,
 }
 
 /// Why generation of a question ended.
@@ -133,13 +177,13 @@ impl Clock {
     }
 }
 
-struct Active {
-    job: Job,
+struct Active<S> {
+    job: Job<S>,
     reused: usize,
     prefilled: usize,
     next_position: u32,
     pending_token: Option<Token>,
-    logits_at: Option<i32>,
+    logits_at: Option<usize>,
     generated: usize,
     text: Vec<u8>,
     queued: Instant,
@@ -147,64 +191,52 @@ struct Active {
     first_token: Option<Instant>,
 }
 
+impl<S> Active<S> {
+    fn new(job: Job<S>, reused: usize) -> Active<S> {
+        Active {
+            job,
+            reused,
+            prefilled: reused,
+            next_position: reused as u32,
+            pending_token: None,
+            logits_at: None,
+            generated: 0,
+            text: Vec::new(),
+            queued: Instant::now(),
+            started: None,
+            first_token: None,
+        }
+    }
+}
+
+/// One entry per sequence slot; `None` is free.
+type Slots<S> = [Option<Active<S>>];
+
 fn ms(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
-/// Decode `jobs` over the session's sequences until they run out or `control` says stop.
+/// Decode `jobs` over the decoder's sequences until they run out or `control` says stop.
 /// `on_complete` receives each finished question as soon as its last token is sampled.
-pub fn run(
-    session: &mut Session<'_>,
+pub fn run<D: Decoder>(
+    decoder: &mut D,
     limits: Limits,
     prefix: &SharedPrefix,
-    jobs: &mut dyn Iterator<Item = Job>,
+    jobs: &mut dyn Iterator<Item = Job<D::Sampler>>,
     control: &mut dyn FnMut() -> Control,
     on_complete: &mut dyn FnMut(Completion),
 ) -> Result<Ended> {
-    let engine = session.engine();
     let clock = Clock::new();
-    let mut slots: Vec<Option<Active>> = (0..limits.sequences).map(|_| None).collect();
+    let mut slots: Vec<Option<Active<D::Sampler>>> = (0..limits.sequences).map(|_| None).collect();
     let mut jobs_exhausted = false;
-    prefill_prefix(session, prefix)?;
+    prefill_prefix(decoder, prefix)?;
     loop {
         let command = control();
         if command == Control::Abort {
             return Ok(Ended::Stopped);
         }
         if command == Control::Continue && !jobs_exhausted {
-            for (sequence, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
-                match jobs.next() {
-                    Some(job) => {
-                        // Reuse the prefix, but always compute the last prompt token: its logits
-                        // give the first answer token.
-                        let reused = if prefix.tokens.is_empty() {
-                            0
-                        } else {
-                            prefix.tokens.len().min(job.prompt.len() - 1)
-                        };
-                        *slot = Some(Active {
-                            job,
-                            reused,
-                            prefilled: reused,
-                            next_position: reused as u32,
-                            pending_token: None,
-                            logits_at: None,
-                            generated: 0,
-                            text: Vec::new(),
-                            queued: Instant::now(),
-                            started: None,
-                            first_token: None,
-                        });
-                        if reused > 0 {
-                            session.copy_sequence(prefix.sequence, sequence as u32);
-                        }
-                    }
-                    None => {
-                        jobs_exhausted = true;
-                        break;
-                    }
-                }
-            }
+            jobs_exhausted = refill_slots(decoder, prefix, &mut slots, jobs)?;
         }
         if slots.iter().all(Option::is_none) {
             return Ok(if jobs_exhausted {
@@ -213,89 +245,151 @@ pub fn run(
                 Ended::Stopped
             });
         }
-
-        session.clear_batch();
-        for (sequence, slot) in slots.iter_mut().enumerate() {
-            let Some(active) = slot else { continue };
-            if let Some(token) = active.pending_token.take() {
-                active.logits_at =
-                    Some(session.push(token, active.next_position, sequence as u32, true)?);
-                active.next_position += 1;
-            }
-        }
-        let now = Instant::now();
-        for (sequence, slot) in slots.iter_mut().enumerate() {
-            let Some(active) = slot else { continue };
-            let remaining = active.job.prompt.len() - active.prefilled;
-            let room = session.batch_capacity() - session.batch_len();
-            if remaining == 0 {
-                continue;
-            }
-            if room == 0 {
-                break;
-            }
-            active.started.get_or_insert(now);
-            let chunk = remaining.min(room);
-            for offset in 0..chunk {
-                let index = active.prefilled + offset;
-                let last = index + 1 == active.job.prompt.len();
-                let at = session.push(
-                    active.job.prompt[index],
-                    active.next_position,
-                    sequence as u32,
-                    last,
-                )?;
-                if last {
-                    active.logits_at = Some(at);
-                }
-                active.next_position += 1;
-            }
-            active.prefilled += chunk;
-        }
-
+        let batch_tokens = build_batch(decoder, &mut slots)?;
         let decode_start = Instant::now();
-        let batch_tokens = session.batch_len();
-        session.decode()?;
+        decoder.decode()?;
         let sampled_at = Instant::now();
         log::trace!(
             "decoded {batch_tokens} tokens in {:.1} ms",
             ms(decode_start, sampled_at)
         );
-
-        for (sequence, slot) in slots.iter_mut().enumerate() {
-            let Some(active) = slot else { continue };
-            let Some(batch_index) = active.logits_at.take() else {
-                continue;
-            };
-            let token = session.sample(&mut active.job.sampler, batch_index);
-            active.first_token.get_or_insert(sampled_at);
-            let finish = if engine.is_end_of_generation(token) && !limits.ignore_eos {
-                Some(FinishReason::EndOfSequence)
-            } else {
-                active.generated += 1;
-                active.text.extend(engine.token_bytes(token));
-                active.pending_token = Some(token);
-                (active.generated >= limits.max_tokens).then_some(FinishReason::Length)
-            };
-            if let Some(reason) = finish {
-                let Some(done) = slot.take() else { continue };
-                session.forget_sequence(sequence as u32);
-                on_complete(complete(&clock, done, sequence as u32, reason, sampled_at));
-            }
-        }
+        sample(decoder, limits, &clock, &mut slots, sampled_at, on_complete);
     }
 }
 
-fn prefill_prefix(session: &mut Session<'_>, prefix: &SharedPrefix) -> Result<()> {
-    for (chunk_index, chunk) in prefix.tokens.chunks(session.batch_capacity()).enumerate() {
-        session.clear_batch();
-        let start = chunk_index * session.batch_capacity();
+fn prefill_prefix<D: Decoder>(decoder: &mut D, prefix: &SharedPrefix) -> Result<()> {
+    let capacity = decoder.batch_capacity();
+    for (chunk_index, chunk) in prefix.tokens.chunks(capacity).enumerate() {
+        decoder.clear_batch();
+        let start = chunk_index * capacity;
         for (offset, &token) in chunk.iter().enumerate() {
-            session.push(token, (start + offset) as u32, prefix.sequence, false)?;
+            decoder.push(token, (start + offset) as u32, prefix.sequence, false)?;
         }
-        session.decode()?;
+        decoder.decode()?;
     }
     Ok(())
+}
+
+/// Give every free slot the next job, its sequence starting from the shared prefix's KV.
+/// Returns whether the jobs ran out.
+fn refill_slots<D: Decoder>(
+    decoder: &mut D,
+    prefix: &SharedPrefix,
+    slots: &mut Slots<D::Sampler>,
+    jobs: &mut dyn Iterator<Item = Job<D::Sampler>>,
+) -> Result<bool> {
+    for (sequence, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+        let Some(job) = jobs.next() else {
+            return Ok(true);
+        };
+        // Without a prompt token there are no logits to sample, and the slot would never free.
+        if job.prompt.is_empty() {
+            return Err(anyhow::anyhow!(
+                "question {} has an empty prompt",
+                job.question_index
+            ));
+        }
+        let reused = reusable(&prefix.tokens, &job.prompt);
+        if reused > 0 {
+            // Only the reused positions: the prefix sequence may hold the prompt's last token
+            // too (a prompt no longer than the prefix), and that token is computed again here.
+            decoder.copy_sequence(prefix.sequence, sequence as u32, reused as u32)?;
+        }
+        *slot = Some(Active::new(job, reused));
+    }
+    Ok(false)
+}
+
+/// Prompt tokens whose KV can be taken from the prefix sequence. The last prompt token is always
+/// computed: its logits give the first answer token.
+fn reusable(prefix: &[Token], prompt: &[Token]) -> usize {
+    let common = prefix
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    common.min(prompt.len().saturating_sub(1))
+}
+
+/// Slots in use, with their sequence ids.
+fn occupied<S>(slots: &mut Slots<S>) -> impl Iterator<Item = (u32, &mut Active<S>)> {
+    slots
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(sequence, slot)| slot.as_mut().map(|active| (sequence as u32, active)))
+}
+
+/// Build the next batch: one token for every generating sequence first, so answers never wait
+/// behind long prompts, then prompt chunks in slot order while room remains. Returns its size.
+fn build_batch<D: Decoder>(decoder: &mut D, slots: &mut Slots<D::Sampler>) -> Result<usize> {
+    decoder.clear_batch();
+    let capacity = decoder.batch_capacity();
+    let mut used = 0;
+    for (sequence, active) in occupied(slots) {
+        if let Some(token) = active.pending_token.take() {
+            active.logits_at = Some(decoder.push(token, active.next_position, sequence, true)?);
+            active.next_position += 1;
+            used += 1;
+        }
+    }
+    let now = Instant::now();
+    for (sequence, active) in occupied(slots) {
+        let remaining = active.job.prompt.len() - active.prefilled;
+        if remaining == 0 {
+            continue;
+        }
+        let room = capacity.saturating_sub(used);
+        if room == 0 {
+            break;
+        }
+        active.started.get_or_insert(now);
+        let chunk = remaining.min(room);
+        for index in active.prefilled..active.prefilled + chunk {
+            let last = index + 1 == active.job.prompt.len();
+            let token = active.job.prompt[index];
+            let at = decoder.push(token, active.next_position, sequence, last)?;
+            if last {
+                active.logits_at = Some(at);
+            }
+            active.next_position += 1;
+        }
+        active.prefilled += chunk;
+        used += chunk;
+    }
+    Ok(used)
+}
+
+/// Sample every sequence whose logits the batch computed; a finished one is handed over and its
+/// slot freed for the next refill.
+fn sample<D: Decoder>(
+    decoder: &mut D,
+    limits: Limits,
+    clock: &Clock,
+    slots: &mut Slots<D::Sampler>,
+    sampled_at: Instant,
+    on_complete: &mut dyn FnMut(Completion),
+) {
+    for (sequence, slot) in slots.iter_mut().enumerate() {
+        let Some(active) = slot else { continue };
+        let Some(batch_index) = active.logits_at.take() else {
+            continue;
+        };
+        let token = decoder.sample(&mut active.job.sampler, batch_index);
+        active.first_token.get_or_insert(sampled_at);
+        let finish = if decoder.is_end_of_generation(token) && !limits.ignore_eos {
+            Some(FinishReason::EndOfSequence)
+        } else {
+            active.generated += 1;
+            active.text.extend(decoder.token_bytes(token));
+            active.pending_token = Some(token);
+            (active.generated >= limits.max_tokens).then_some(FinishReason::Length)
+        };
+        if let Some(reason) = finish {
+            let Some(done) = slot.take() else { continue };
+            decoder.forget_sequence(sequence as u32);
+            on_complete(complete(clock, done, sequence as u32, reason, sampled_at));
+        }
+    }
 }
 
 /// Tokens all `prompts` start with.
@@ -326,9 +420,9 @@ fn decode_text(mut bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
-fn complete(
+fn complete<S>(
     clock: &Clock,
-    done: Active,
+    done: Active<S>,
     slot: u32,
     reason: FinishReason,
     finished: Instant,
@@ -358,6 +452,242 @@ fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::collections::HashMap;
+
+    const EOS: i32 = 0;
+
+    fn tokens(ids: &[i32]) -> Vec<Token> {
+        ids.iter().map(|&id| Token::from_id(id)).collect()
+    }
+
+    /// The text a script of token ids decodes to (see [`Scripted::token_bytes`]).
+    fn text(ids: &[i32]) -> String {
+        ids.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")
+    }
+
+    /// One token of a batch, as the decoder received it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Pushed {
+        token: Token,
+        position: u32,
+        sequence: u32,
+        logits: bool,
+    }
+
+    fn pushed(token: i32, position: u32, sequence: u32, logits: bool) -> Pushed {
+        Pushed {
+            token: Token::from_id(token),
+            position,
+            sequence,
+            logits,
+        }
+    }
+
+    /// A decoder that keeps llama.cpp's rules instead of a model, so a scheduler that breaks them
+    /// fails here as it would in llama.cpp. A sequence's KV is the list of its tokens by position.
+    /// A batch holds at most `capacity` tokens, and decode rejects it unless every sequence in it
+    /// continues at the position after the last one it holds (stricter than llama.cpp only for an
+    /// empty sequence, which must start at 0 where llama.cpp would accept a gap). The next token
+    /// comes from the script of the job's prompt, after checking that the sequence's KV starts
+    /// with that prompt, so a wrong copy of the prefix cannot go unnoticed.
+    struct Scripted {
+        capacity: usize,
+        scripts: HashMap<Vec<Token>, Vec<Token>>,
+        kv: HashMap<u32, Vec<Token>>,
+        batch: Vec<Pushed>,
+        decoded: bool,
+        batches: Vec<Vec<Pushed>>,
+        copies: Vec<(u32, u32, u32)>,
+    }
+
+    impl Scripted {
+        /// `scripts`: each prompt with the tokens it generates; end-of-generation follows.
+        fn new(capacity: usize, scripts: &[(&[i32], &[i32])]) -> Scripted {
+            Scripted {
+                capacity,
+                scripts: scripts
+                    .iter()
+                    .map(|(prompt, output)| (tokens(prompt), tokens(output)))
+                    .collect(),
+                kv: HashMap::new(),
+                batch: Vec::new(),
+                decoded: false,
+                batches: Vec::new(),
+                copies: Vec::new(),
+            }
+        }
+
+        fn pushed_to(&self, sequence: u32) -> Vec<Pushed> {
+            self.batches
+                .iter()
+                .flatten()
+                .filter(|p| p.sequence == sequence)
+                .copied()
+                .collect()
+        }
+    }
+
+    impl Decoder for Scripted {
+        /// The job's prompt.
+        type Sampler = Vec<Token>;
+
+        fn batch_capacity(&self) -> usize {
+            self.capacity
+        }
+
+        fn clear_batch(&mut self) {
+            self.batch.clear();
+            self.decoded = false;
+        }
+
+        fn push(
+            &mut self,
+            token: Token,
+            position: u32,
+            sequence: u32,
+            logits: bool,
+        ) -> Result<usize> {
+            if self.batch.len() == self.capacity {
+                return Err(anyhow::anyhow!("batch overflow"));
+            }
+            self.batch.push(Pushed {
+                token,
+                position,
+                sequence,
+                logits,
+            });
+            Ok(self.batch.len() - 1)
+        }
+
+        fn decode(&mut self) -> Result<()> {
+            if self.batch.is_empty() {
+                return Err(anyhow::anyhow!("empty batch"));
+            }
+            let mut next: HashMap<u32, u32> = HashMap::new();
+            for p in &self.batch {
+                let held = self.kv.get(&p.sequence).map_or(0, Vec::len) as u32;
+                let expected = next.entry(p.sequence).or_insert(held);
+                if p.position != *expected {
+                    return Err(anyhow::anyhow!(
+                        "sequence {} holds positions up to {}, batch has position {}",
+                        p.sequence,
+                        *expected as i64 - 1,
+                        p.position
+                    ));
+                }
+                *expected += 1;
+            }
+            for p in &self.batch {
+                self.kv.entry(p.sequence).or_default().push(p.token);
+            }
+            self.batches.push(self.batch.clone());
+            self.decoded = true;
+            Ok(())
+        }
+
+        fn sample(&mut self, prompt: &mut Vec<Token>, batch_index: usize) -> Token {
+            assert!(self.decoded, "sampled before decode");
+            let p = self.batch[batch_index];
+            assert!(p.logits, "sampled a token without logits: {p:?}");
+            let context = &self.kv[&p.sequence][..=p.position as usize];
+            assert!(
+                context.starts_with(prompt),
+                "sequence {} holds {context:?}, not the prompt {prompt:?}",
+                p.sequence
+            );
+            let generated = context.len() - prompt.len();
+            self.scripts[prompt.as_slice()]
+                .get(generated)
+                .copied()
+                .unwrap_or(Token::from_id(EOS))
+        }
+
+        fn is_end_of_generation(&self, token: Token) -> bool {
+            token == Token::from_id(EOS)
+        }
+
+        fn token_bytes(&self, token: Token) -> Vec<u8> {
+            format!("{} ", token.id()).into_bytes()
+        }
+
+        fn copy_sequence(&mut self, source: u32, destination: u32, positions: u32) -> Result<()> {
+            let held = self.kv.get(&source).cloned().unwrap_or_default();
+            let copied = held.into_iter().take(positions as usize).collect();
+            self.kv.insert(destination, copied);
+            self.copies.push((source, destination, positions));
+            Ok(())
+        }
+
+        fn forget_sequence(&mut self, sequence: u32) {
+            self.kv.remove(&sequence);
+        }
+    }
+
+    fn job(question_index: usize, prompt: &[i32]) -> Job<Vec<Token>> {
+        Job {
+            question_index,
+            prompt: tokens(prompt),
+            sampler: tokens(prompt),
+        }
+    }
+
+    fn limits(sequences: u32, max_tokens: usize) -> Limits {
+        Limits {
+            sequences,
+            max_tokens,
+            ignore_eos: false,
+        }
+    }
+
+    fn no_prefix() -> SharedPrefix {
+        SharedPrefix::default()
+    }
+
+    fn prefix(ids: &[i32], sequence: u32) -> SharedPrefix {
+        SharedPrefix {
+            tokens: tokens(ids),
+            sequence,
+        }
+    }
+
+    /// Run the scheduler under `control`; completions in the order they came.
+    fn schedule(
+        decoder: &mut Scripted,
+        limits: Limits,
+        prefix: &SharedPrefix,
+        jobs: &mut dyn Iterator<Item = Job<Vec<Token>>>,
+        mut control: impl FnMut() -> Control,
+    ) -> (Result<Ended>, Vec<Completion>) {
+        let mut completions = Vec::new();
+        let ended = run(decoder, limits, prefix, jobs, &mut control, &mut |c| {
+            completions.push(c)
+        });
+        (ended, completions)
+    }
+
+    /// Run every job to the end; completions by question index, each exactly once.
+    fn run_all(
+        decoder: &mut Scripted,
+        limits: Limits,
+        prefix: &SharedPrefix,
+        jobs: Vec<Job<Vec<Token>>>,
+    ) -> Vec<Completion> {
+        let count = jobs.len();
+        let (ended, mut completions) =
+            schedule(decoder, limits, prefix, &mut jobs.into_iter(), || {
+                Control::Continue
+            });
+        assert_eq!(ended.expect("no decode error"), Ended::AllDone);
+        completions.sort_by_key(|c| c.question_index);
+        let indices: Vec<usize> = completions.iter().map(|c| c.question_index).collect();
+        assert_eq!(
+            indices,
+            (0..count).collect::<Vec<_>>(),
+            "every job exactly once"
+        );
+        completions
+    }
 
     #[test]
     fn a_character_cut_by_the_token_limit_is_dropped() {
@@ -366,5 +696,308 @@ mod tests {
         assert_eq!(decode_text(bytes), "세종");
         assert_eq!(decode_text(b"a\xffb".to_vec()), "a\u{fffd}b");
         assert_eq!(decode_text(b"  ok \n".to_vec()), "ok");
+    }
+
+    #[test]
+    fn the_fake_decoder_rejects_what_llama_cpp_rejects() {
+        let mut fake = Scripted::new(2, &[]);
+        fake.clear_batch();
+        fake.push(Token::from_id(1), 0, 0, false).unwrap();
+        fake.push(Token::from_id(2), 1, 0, true).unwrap();
+        assert!(
+            fake.push(Token::from_id(3), 2, 0, false).is_err(),
+            "overflow"
+        );
+        fake.decode().unwrap();
+        fake.copy_sequence(0, 1, 1).unwrap();
+        fake.clear_batch();
+        fake.push(Token::from_id(2), 1, 0, true).unwrap();
+        assert!(
+            fake.decode().is_err(),
+            "a position the sequence already holds"
+        );
+        fake.clear_batch();
+        fake.push(Token::from_id(3), 2, 1, true).unwrap();
+        assert!(fake.decode().is_err(), "a gap after the copied position");
+        fake.forget_sequence(0);
+        fake.clear_batch();
+        fake.push(Token::from_id(3), 1, 0, true).unwrap();
+        assert!(
+            fake.decode().is_err(),
+            "a forgotten sequence starts again at 0"
+        );
+    }
+
+    #[test]
+    fn a_finished_sequence_frees_its_slot_for_the_next_job_in_the_same_step() {
+        let scripts: [(&[i32], &[i32]); 5] = [
+            (&[10, 11], &[20]),
+            (&[12, 13], &[21, 22, 23, 24]),
+            (&[14], &[25, 26]),
+            (&[15, 16, 17], &[27]),
+            (&[18], &[]),
+        ];
+        let mut fake = Scripted::new(8, &scripts);
+        let jobs = scripts
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| job(i, p))
+            .collect();
+        let completions = run_all(&mut fake, limits(2, 16), &no_prefix(), jobs);
+
+        // Job 0 ends when its second batch is sampled; the third batch already holds job 2's
+        // prompt in the freed sequence 0, after job 1's decode step.
+        assert_eq!(
+            fake.batches[2],
+            vec![pushed(22, 3, 1, true), pushed(14, 0, 0, true)]
+        );
+        assert_eq!(completions[2].slot, 0);
+        for (completion, (_, script)) in completions.iter().zip(scripts) {
+            assert_eq!(completion.text, text(script));
+            assert_eq!(completion.completion_tokens, script.len());
+            assert_eq!(completion.finish_reason, FinishReason::EndOfSequence);
+        }
+    }
+
+    #[test]
+    fn drain_finishes_the_jobs_in_flight_and_takes_no_new_one() {
+        let scripts: [(&[i32], &[i32]); 4] = [
+            (&[10], &[20, 21, 22]),
+            (&[11], &[23, 24, 25]),
+            (&[12], &[26]),
+            (&[13], &[27]),
+        ];
+        let mut fake = Scripted::new(8, &scripts);
+        let mut jobs = scripts.iter().enumerate().map(|(i, (p, _))| job(i, p));
+        let calls = Cell::new(0);
+        let control = || {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                Control::Continue
+            } else {
+                Control::Drain
+            }
+        };
+        let (ended, completions) =
+            schedule(&mut fake, limits(2, 16), &no_prefix(), &mut jobs, control);
+        assert_eq!(ended.unwrap(), Ended::Stopped);
+        let done: Vec<(usize, String)> = completions
+            .iter()
+            .map(|c| (c.question_index, c.text.clone()))
+            .collect();
+        assert_eq!(
+            done,
+            vec![(0, text(&[20, 21, 22])), (1, text(&[23, 24, 25]))]
+        );
+        assert_eq!(jobs.next().map(|j| j.question_index), Some(2), "not taken");
+    }
+
+    #[test]
+    fn abort_returns_at_once_without_further_completions() {
+        let scripts: [(&[i32], &[i32]); 3] = [
+            (&[10], &[20, 21, 22, 23]),
+            (&[11], &[24, 25, 26, 27]),
+            (&[12], &[28]),
+        ];
+        let mut fake = Scripted::new(8, &scripts);
+        let mut jobs = scripts.iter().enumerate().map(|(i, (p, _))| job(i, p));
+        let calls = Cell::new(0);
+        let control = || {
+            calls.set(calls.get() + 1);
+            if calls.get() <= 2 {
+                Control::Continue
+            } else {
+                Control::Abort
+            }
+        };
+        let (ended, completions) =
+            schedule(&mut fake, limits(2, 16), &no_prefix(), &mut jobs, control);
+        assert_eq!(ended.unwrap(), Ended::Stopped);
+        assert!(completions.is_empty());
+        assert_eq!(fake.batches.len(), 2, "no decode after the abort");
+        assert_eq!(jobs.next().map(|j| j.question_index), Some(2));
+    }
+
+    #[test]
+    fn a_prompt_longer_than_the_batch_is_chunked_and_shares_batches_with_decode_steps() {
+        let long: Vec<i32> = (30..39).collect();
+        let scripts: [(&[i32], &[i32]); 2] = [(&[10, 11], &[20, 21, 22, 23]), (&long, &[40])];
+        let mut fake = Scripted::new(4, &scripts);
+        let jobs = vec![job(0, scripts[0].0), job(1, &long)];
+        let completions = run_all(&mut fake, limits(2, 16), &no_prefix(), jobs);
+
+        assert!(fake.batches.iter().all(|b| b.len() <= 4));
+        let prompt_pushes: Vec<Pushed> = fake.pushed_to(1).into_iter().take(long.len()).collect();
+        let positions: Vec<u32> = prompt_pushes.iter().map(|p| p.position).collect();
+        assert_eq!(positions, (0..long.len() as u32).collect::<Vec<_>>());
+        assert_eq!(
+            prompt_pushes.iter().map(|p| p.token).collect::<Vec<_>>(),
+            tokens(&long)
+        );
+        let chunks = fake
+            .batches
+            .iter()
+            .filter(|b| {
+                b.iter()
+                    .any(|p| p.sequence == 1 && p.position < long.len() as u32)
+            })
+            .count();
+        assert_eq!(
+            chunks, 4,
+            "9 prompt tokens beside a decode step in batches of 4"
+        );
+        assert_eq!(
+            fake.batches[1],
+            vec![
+                pushed(20, 2, 0, true),
+                pushed(32, 2, 1, false),
+                pushed(33, 3, 1, false),
+                pushed(34, 4, 1, false)
+            ],
+            "sequence 0's decode step shares the batch with sequence 1's prefill"
+        );
+        assert_eq!(completions[0].text, text(&[20, 21, 22, 23]));
+        assert_eq!(completions[1].text, text(&[40]));
+    }
+
+    #[test]
+    fn a_shared_prefix_is_computed_once_and_each_slot_starts_from_its_copy() {
+        let shared = [1, 2, 3, 4, 5, 6];
+        let prompts: [&[i32]; 3] = [
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &[1, 2, 3, 4, 5, 6, 9],
+            &[1, 2, 3, 4, 5, 6, 7, 10, 11],
+        ];
+        let scripts = [
+            (prompts[0], &[20, 21][..]),
+            (prompts[1], &[22]),
+            (prompts[2], &[23, 24, 25]),
+        ];
+        let mut fake = Scripted::new(4, &scripts);
+        let jobs = prompts.iter().enumerate().map(|(i, p)| job(i, p)).collect();
+        let completions = run_all(&mut fake, limits(2, 16), &prefix(&shared, 2), jobs);
+
+        let prefix_pushes = fake.pushed_to(2);
+        assert_eq!(
+            prefix_pushes.iter().map(|p| p.token).collect::<Vec<_>>(),
+            tokens(&shared)
+        );
+        assert_eq!(
+            prefix_pushes.iter().map(|p| p.position).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        let slot_pushes: Vec<Pushed> = (0..2).flat_map(|s| fake.pushed_to(s)).collect();
+        assert!(
+            slot_pushes.iter().all(|p| p.position >= 6),
+            "prefix pushed again"
+        );
+        assert_eq!(fake.copies.len(), 3);
+        assert!(fake
+            .copies
+            .iter()
+            .all(|&(from, _, positions)| from == 2 && positions == 6));
+        for (completion, (_, script)) in completions.iter().zip(scripts) {
+            assert_eq!(completion.prompt_tokens_reused, 6);
+            assert_eq!(completion.text, text(script));
+        }
+    }
+
+    #[test]
+    fn a_prompt_exactly_as_long_as_the_shared_prefix_completes_without_a_decode_error() {
+        let shared = [1, 2, 3, 4, 5, 6];
+        let longer = [1, 2, 3, 4, 5, 6, 7];
+        let scripts: [(&[i32], &[i32]); 2] = [(&shared, &[20, 21]), (&longer, &[22])];
+        let mut fake = Scripted::new(8, &scripts);
+        let jobs = vec![job(0, &shared), job(1, &longer)];
+        let completions = run_all(&mut fake, limits(1, 16), &prefix(&shared, 1), jobs);
+
+        assert_eq!(fake.copies, vec![(1, 0, 5), (1, 0, 6)]);
+        assert_eq!(
+            completions[0].prompt_tokens_reused, 5,
+            "last prompt token computed"
+        );
+        assert_eq!(completions[0].text, text(&[20, 21]));
+        assert_eq!(completions[1].prompt_tokens_reused, 6);
+        assert_eq!(completions[1].text, text(&[22]));
+    }
+
+    #[test]
+    fn a_single_prompt_completes_in_one_slot_with_and_without_a_prefix() {
+        let prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        for shared in [no_prefix(), prefix(&prompt, 1)] {
+            let mut fake = Scripted::new(4, &[(&prompt, &[20, 21, 22])]);
+            let completions = run_all(&mut fake, limits(1, 16), &shared, vec![job(0, &prompt)]);
+            assert_eq!(completions[0].text, text(&[20, 21, 22]));
+            let reused = if shared.tokens.is_empty() {
+                0
+            } else {
+                prompt.len() - 1
+            };
+            assert_eq!(completions[0].prompt_tokens_reused, reused);
+        }
+    }
+
+    #[test]
+    fn identical_prompts_both_complete_with_the_whole_prompt_as_prefix() {
+        let prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut fake = Scripted::new(8, &[(&prompt, &[20, 21])]);
+        let jobs = vec![job(0, &prompt), job(1, &prompt)];
+        let completions = run_all(&mut fake, limits(2, 16), &prefix(&prompt, 2), jobs);
+        for completion in &completions {
+            assert_eq!(completion.text, text(&[20, 21]));
+            assert_eq!(completion.prompt_tokens_reused, prompt.len() - 1);
+        }
+    }
+
+    #[test]
+    fn max_tokens_ends_generation_with_length() {
+        let mut fake = Scripted::new(8, &[(&[1], &[20, 21, 22, 23])]);
+        let completions = run_all(&mut fake, limits(1, 2), &no_prefix(), vec![job(0, &[1])]);
+        assert_eq!(completions[0].finish_reason, FinishReason::Length);
+        assert_eq!(completions[0].completion_tokens, 2);
+        assert_eq!(completions[0].text, text(&[20, 21]));
+    }
+
+    #[test]
+    fn end_of_generation_ends_with_end_of_sequence_and_is_not_counted() {
+        let mut fake = Scripted::new(8, &[(&[1], &[20, 21])]);
+        let completions = run_all(&mut fake, limits(1, 8), &no_prefix(), vec![job(0, &[1])]);
+        assert_eq!(completions[0].finish_reason, FinishReason::EndOfSequence);
+        assert_eq!(completions[0].completion_tokens, 2);
+        assert_eq!(completions[0].text, text(&[20, 21]));
+    }
+
+    #[test]
+    fn ignore_eos_generates_past_end_of_generation_up_to_max_tokens() {
+        let mut fake = Scripted::new(8, &[(&[1], &[20, EOS, 21])]);
+        let limits = Limits {
+            ignore_eos: true,
+            ..limits(1, 4)
+        };
+        let completions = run_all(&mut fake, limits, &no_prefix(), vec![job(0, &[1])]);
+        assert_eq!(completions[0].finish_reason, FinishReason::Length);
+        assert_eq!(completions[0].completion_tokens, 4);
+        assert_eq!(completions[0].text, text(&[20, EOS, 21, EOS]));
+    }
+
+    #[test]
+    fn timings_are_ordered_for_every_completion() {
+        let shared = [1, 2, 3, 4, 5, 6];
+        let prompts: Vec<Vec<i32>> = (0..5)
+            .map(|i| [&shared[..], &[10 + i, 20 + i]].concat())
+            .collect();
+        let scripts: Vec<(&[i32], &[i32])> = prompts
+            .iter()
+            .map(|p| (&p[..], &[30, 31, 32][..]))
+            .collect();
+        let mut fake = Scripted::new(4, &scripts);
+        let jobs = prompts.iter().enumerate().map(|(i, p)| job(i, p)).collect();
+        let completions = run_all(&mut fake, limits(2, 16), &prefix(&shared, 2), jobs);
+        for c in &completions {
+            assert!(c.queued_at <= c.started_at, "{c:?}");
+            assert!(c.started_at <= c.first_token_at, "{c:?}");
+            assert!(c.first_token_at <= c.finished_at, "{c:?}");
+            assert!(c.ttft_ms >= 0.0 && c.latency_ms >= c.ttft_ms, "{c:?}");
+        }
     }
 }
