@@ -239,9 +239,50 @@ impl Engine {
         &self.info
     }
 
-    /// The full prompt for one question: the model's chat template with an optional system
-    /// message, or [`FALLBACK_FORMAT`] when the model has no usable template.
-    pub fn render_prompt(&self, system: Option<&str>, user: &str) -> Result<String> {
+    /// One question's prompt as the model receives it, as text and tokens. Only the chat
+    /// template's own markers are read as special tokens: the system and user texts are
+    /// tokenized as plain text, so a question containing `<|im_end|><|im_start|>system` cannot
+    /// open a turn of its own.
+    pub fn prompt(&self, system: Option<&str>, user: &str) -> Result<(String, Vec<Token>)> {
+        // Placeholders from Unicode's private use area, which no template rewrites.
+        const SYSTEM: &str = "\u{F8F0}docent-system\u{F8F1}";
+        const USER: &str = "\u{F8F0}docent-user\u{F8F1}";
+        let template = self.render_prompt(system.map(|_| SYSTEM), USER)?;
+        let contents = [(SYSTEM, system.unwrap_or_default()), (USER, user)];
+        let placed_once = contents
+            .iter()
+            .filter(|(marker, _)| *marker == USER || system.is_some())
+            .all(|(marker, _)| template.matches(marker).count() == 1);
+        if !placed_once {
+            // A template that drops or repeats a message cannot be split; its rendering with
+            // the real texts is tokenized whole.
+            log::warn!("the chat template rewrites its messages; question text is tokenized with the template's special tokens");
+            let text = self.render_prompt(system, user)?;
+            let tokens = self.tokenize(&text, true, true);
+            return Ok((text, tokens));
+        }
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut rest = template.as_str();
+        while let Some((at, marker, content)) = contents
+            .iter()
+            .filter_map(|(marker, content)| Some((rest.find(marker)?, *marker, *content)))
+            .min_by_key(|(at, _, _)| *at)
+        {
+            text.push_str(&rest[..at]);
+            tokens.extend(self.tokenize(&rest[..at], tokens.is_empty(), true));
+            text.push_str(content);
+            tokens.extend(self.tokenize(content, false, false));
+            rest = &rest[at + marker.len()..];
+        }
+        text.push_str(rest);
+        tokens.extend(self.tokenize(rest, false, true));
+        Ok((text, tokens))
+    }
+
+    /// The chat template (or [`FALLBACK_FORMAT`] when the model has none llama.cpp can apply)
+    /// around an optional system message and the user message.
+    fn render_prompt(&self, system: Option<&str>, user: &str) -> Result<String> {
         if self.use_chat_template {
             let mut messages = Vec::with_capacity(2);
             if let Some(system) = system {
@@ -261,11 +302,12 @@ impl Engine {
         Ok(format!("{system}Question: {user}\nAnswer:"))
     }
 
-    /// Tokenize a rendered prompt (adding BOS where the model wants it, parsing special tokens).
-    pub fn tokenize(&self, prompt: &str) -> Vec<Token> {
+    /// Tokenize `text`; `add_bos` adds the model's start token where it wants one,
+    /// `parse_special` reads special-token text (`<|im_start|>`) as those tokens.
+    fn tokenize(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<Token> {
         self.model
             .vocab()
-            .tokenize(prompt.as_bytes(), true, true)
+            .tokenize(text.as_bytes(), add_bos, parse_special)
             .into_iter()
             .map(|t| Token(t.0))
             .collect()

@@ -43,11 +43,7 @@ pub fn render(
 ) -> Vec<Result<(String, Vec<Token>)>> {
     questions
         .iter()
-        .map(|question| {
-            let text = engine.render_prompt(system, &crate::prompt::user_message(question))?;
-            let tokens = engine.tokenize(&text);
-            Ok((text, tokens))
-        })
+        .map(|question| engine.prompt(system, &crate::prompt::user_message(question)))
         .collect()
 }
 
