@@ -11,6 +11,7 @@ pub mod export;
 pub mod stats;
 
 pub use data::{load, Comparison, RunReport};
+pub use export::{COLUMNS, CSV_HEADER};
 
 use crate::dataset::Question;
 use crate::error::{Error, Result};
