@@ -1,10 +1,7 @@
-//! End-to-end: continuous batching with `--parallel`, the shared prompt prefix, and kill -9 +
-//! resume while several sequences are in flight — the real binary on the real SmolLM2 model.
+//! Continuous batching with `--parallel`, the shared prompt prefix, and kill -9 + resume while
+//! several sequences are in flight — the real binary on the real SmolLM2 model.
 
-mod common;
-
-use common::*;
-use std::time::Duration;
+use crate::util::*;
 
 const SYSTEM: &str = "당신은 국립중앙박물관 한국사 전시실의 도슨트입니다. Answer every question in Korean, briefly and accurately.";
 
@@ -145,7 +142,7 @@ fn kill_9_with_parallel_4_then_resume_loses_no_committed_row() {
     let db = dir.path().join("results.db");
     let args = ["--parallel", "4", "--limit", "32", "--max-tokens", "16"];
     let mut child = spawn(&smollm(), &bundled_questions(), &db, &args);
-    wait_for_answers(&db, 6, &mut child, Duration::from_secs(120));
+    wait_for_answers(&db, 6, &mut child);
     child.kill().expect("kill -9");
     child.wait().unwrap();
     let before = answer_rows(&db, 1);

@@ -1,16 +1,22 @@
-//! End-to-end: two real models (SmolLM2-135M and Gemma-3 270M) answer the same questions into one
-//! database through the real binary; then `compare`, `report` and `score` read it, every view
-//! returns rows, and the HTML report is rendered by headless Chromium.
+//! Reports end to end: two real models (SmolLM2-135M and Gemma-3 270M) answer the same questions
+//! into one database through the real binary, once for the whole module; then `compare`, `report`
+//! and `score` read it, every view returns rows, and the HTML report is rendered by headless
+//! Chromium. Each test checks one thing; the ones that change the database work on a copy.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use docent_eval::report::{COLUMNS, CSV_HEADER};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const FAST: &[&str] = &["--max-tokens", "12", "--threads", "2", "--ctx", "512"];
+
+/// Charts of the HTML comparison: accuracy per category + (memory timeline + latency) per run.
+const CHARTS: usize = 1 + 2 * 2;
+
+/// Only a guard against a hung browser, far beyond what a loaded machine needs.
+const CHROMIUM_HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// Short-answer and multiple-choice questions of the bundled set in three categories, plus one
 /// question too long for `--ctx 512` (an error row in every run).
@@ -30,18 +36,74 @@ fn mixed_questions(dir: &Path) -> PathBuf {
     write_questions(dir, "mixed.jsonl", &(lines.join("\n") + "\n"))
 }
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn docent-eval")
+/// The database both runs wrote, and each run's exit code and stderr.
+struct Fixture {
+    db: PathBuf,
+    runs: Vec<(Option<i32>, String)>,
 }
 
-fn ok_stdout(output: &Output) -> String {
-    assert_eq!(code(output), 0, "stderr: {}", stderr(output));
-    stdout(output)
+/// SmolLM2 then Gemma-3 on [`mixed_questions`] into one database, built once per test process
+/// (under Cargo's target tmp dir, recreated each time).
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let db = dir.join("results.db");
+        let questions = mixed_questions(&dir);
+        let runs = [smollm(), gemma()]
+            .iter()
+            .map(|model| {
+                let output = run(model, &questions, &db, FAST);
+                (output.status.code(), stderr(&output))
+            })
+            .collect();
+        Fixture { db, runs }
+    })
+}
+
+/// The shared database as a `--db` argument (for commands that only read it).
+fn db_arg() -> &'static str {
+    fixture().db.to_str().unwrap()
+}
+
+/// A private copy of the shared database in `dir`, for a test that changes it.
+fn private_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("copy.db");
+    open(&fixture().db)
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .expect("copy the database");
+    copy
+}
+
+/// `compare --format md` of both runs.
+fn compare_markdown() -> String {
+    ok_stdout(&cli(&["compare", "--db", db_arg()]))
+}
+
+/// The data rows of the Markdown comparison table.
+fn markdown_rows(md: &str) -> Vec<&str> {
+    md.lines()
+        .skip_while(|l| !l.starts_with("| run |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect()
+}
+
+/// `compare --format html --out DIR/report.html`; returns the page.
+fn html_report(dir: &Path) -> PathBuf {
+    let page = dir.join("report.html");
+    ok_stdout(&cli(&[
+        "compare",
+        "--db",
+        db_arg(),
+        "--format",
+        "html",
+        "--out",
+        page.to_str().unwrap(),
+    ]));
+    page
 }
 
 /// (question_id, score, exact_match, f1, chosen_index) of every answer, in a stable order.
@@ -97,7 +159,7 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 }
 
 /// Run headless Chromium on `page` with `extra` flags; returns stdout (through a file, so that a
-/// large `--dump-dom` never fills a pipe). Killed after 120 s.
+/// large `--dump-dom` never fills a pipe). Killed if it hangs.
 fn run_chromium(page: &Path, profile: &Path, extra: &[String]) -> String {
     let stdout_path = profile.with_extension("stdout");
     let stdout_file = std::fs::File::create(&stdout_path).unwrap();
@@ -126,9 +188,9 @@ fn run_chromium(page: &Path, profile: &Path, extra: &[String]) -> String {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        if start.elapsed() > CHROMIUM_HANG_GUARD {
             child.kill().ok();
-            panic!("chromium did not finish in 120 s");
+            panic!("chromium did not finish in {CHROMIUM_HANG_GUARD:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -170,19 +232,15 @@ fn pixel_counts(png_path: &Path) -> (usize, usize, usize) {
 }
 
 #[test]
-fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
-    let dir = tempdir();
-    let db = dir.path().join("results.db");
-    let questions = mixed_questions(dir.path());
-    for model in [smollm(), gemma()] {
-        let output = run(&model, &questions, &db, FAST);
-        // The long question fails in both runs: finished with a failed question.
-        assert_eq!(code(&output), 1, "{}", stderr(&output));
+fn each_run_finishes_with_exit_1_for_the_question_too_long_for_its_context() {
+    for (model, (code, stderr)) in ["SmolLM2", "Gemma-3"].iter().zip(&fixture().runs) {
+        assert_eq!(*code, Some(1), "{model}: {stderr}");
     }
-    let db_arg = db.to_str().unwrap();
+}
 
-    // compare (Markdown, the default): one row per run, every column.
-    let md = ok_stdout(&cli(&["compare", "--db", db_arg]));
+#[test]
+fn compare_markdown_header_names_every_column() {
+    let md = compare_markdown();
     let header = md
         .lines()
         .find(|l| l.starts_with("| run |"))
@@ -193,12 +251,12 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
             "column {name:?} missing from {header}"
         );
     }
-    let rows: Vec<&str> = md
-        .lines()
-        .skip_while(|l| !l.starts_with("| run |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .collect();
+}
+
+#[test]
+fn compare_markdown_has_one_row_per_run_with_its_model_and_figures() {
+    let md = compare_markdown();
+    let rows = markdown_rows(&md);
     assert_eq!(rows.len(), 2, "one row per run:\n{md}");
     assert!(rows[0].contains("SmolLM2-135M-Instruct.Q4_1") && rows[0].contains("| Q4_1 |"));
     assert!(rows[1].contains("gemma-3-270m-q4_k_m") && rows[1].contains("| Q4_K_M |"));
@@ -209,14 +267,21 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
         assert!(row.contains("×1 prompt of N tokens"), "{row}");
         assert!(row.contains(" ms |"), "{row}");
     }
+}
+
+#[test]
+fn compare_markdown_has_per_category_and_errors_by_reason_sections() {
+    let md = compare_markdown();
     assert!(
         md.contains("### Per category") && md.contains("| 조선 |"),
         "{md}"
     );
     assert!(md.contains("### Errors by reason"), "{md}");
+}
 
-    // CSV and JSON parse, with the same figures.
-    let csv_text = ok_stdout(&cli(&["compare", "--db", db_arg, "--format", "csv"]));
+#[test]
+fn compare_csv_has_the_documented_header_and_each_runs_figures() {
+    let csv_text = ok_stdout(&cli(&["compare", "--db", db_arg(), "--format", "csv"]));
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     assert_eq!(reader.headers().unwrap().len(), CSV_HEADER.len());
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -230,8 +295,18 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
         assert!(record[column("latency_p95_ms")].parse::<f64>().unwrap() > 0.0);
         assert!(record[column("peak_rss_bytes")].parse::<i64>().unwrap() > 50 << 20);
     }
+}
+
+#[test]
+fn compare_json_has_both_models_their_categories_and_an_accuracy_interval() {
     let json_text = ok_stdout(&cli(&[
-        "compare", "--db", db_arg, "1", "2", "--format", "json",
+        "compare",
+        "--db",
+        db_arg(),
+        "1",
+        "2",
+        "--format",
+        "json",
     ]));
     let json: serde_json::Value = serde_json::from_str(&json_text).unwrap();
     let runs = json["runs"].as_array().unwrap();
@@ -243,9 +318,11 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
     let low = runs[0]["mc_accuracy"]["low"].as_f64().unwrap();
     let high = runs[0]["mc_accuracy"]["high"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&low) && low < high && high <= 1.0);
+}
 
-    // report: the latest run by default; a missing run is a usage error naming the flag.
-    let report = ok_stdout(&cli(&["report", "--db", db_arg]));
+#[test]
+fn report_shows_the_latest_run_by_default_with_its_errors() {
+    let report = ok_stdout(&cli(&["report", "--db", db_arg()]));
     assert!(
         report.starts_with("## Run 2 · gemma-3-270m-q4_k_m"),
         "{report}"
@@ -254,58 +331,103 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
         report.contains("| errors | ×1 prompt of N tokens"),
         "{report}"
     );
+}
+
+#[test]
+fn report_json_shows_the_run_chosen_by_id() {
     let report_json = ok_stdout(&cli(&[
-        "report", "--db", db_arg, "--run-id", "1", "--format", "json",
+        "report",
+        "--db",
+        db_arg(),
+        "--run-id",
+        "1",
+        "--format",
+        "json",
     ]));
     let report_json: serde_json::Value = serde_json::from_str(&report_json).unwrap();
     assert_eq!(report_json["runs"][0]["run_id"], 1);
-    let missing = cli(&["report", "--db", db_arg, "--run-id", "99"]);
+}
+
+#[test]
+fn report_of_a_missing_run_exits_2_naming_the_flag() {
+    let missing = cli(&["report", "--db", db_arg(), "--run-id", "99"]);
     assert_eq!(code(&missing), 2);
     assert!(
         stderr(&missing).contains("--run-id 99"),
         "{}",
         stderr(&missing)
     );
-    let missing = cli(&["compare", "--db", db_arg, "42"]);
+}
+
+#[test]
+fn compare_of_a_missing_run_exits_2_naming_it() {
+    let missing = cli(&["compare", "--db", db_arg(), "42"]);
     assert_eq!(code(&missing), 2);
     assert!(
         stderr(&missing).contains("RUN_ID 42"),
         "{}",
         stderr(&missing)
     );
-    let bad_format = cli(&["compare", "--db", db_arg, "--format", "pdf"]);
-    assert_eq!(code(&bad_format), 2, "{}", stderr(&bad_format));
-    let no_db = cli(&[
-        "compare",
-        "--db",
-        dir.path().join("none.db").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&no_db), 2);
+}
 
-    // score: rescoring unchanged answers changes nothing; tampered scores are restored.
+#[test]
+fn compare_in_an_unknown_format_exits_2() {
+    let bad_format = cli(&["compare", "--db", db_arg(), "--format", "pdf"]);
+    assert_eq!(code(&bad_format), 2, "{}", stderr(&bad_format));
+}
+
+#[test]
+fn compare_without_a_database_exits_2_and_creates_none() {
+    let dir = tempdir();
+    let none = dir.path().join("none.db");
+    let no_db = cli(&["compare", "--db", none.to_str().unwrap()]);
+    assert_eq!(code(&no_db), 2, "{}", stderr(&no_db));
+    assert!(!none.exists(), "a read-only command creates no database");
+}
+
+#[test]
+fn rescoring_unchanged_answers_changes_nothing() {
+    let dir = tempdir();
+    let db = private_copy(dir.path());
     let before = score_rows(&db);
     assert_eq!(before.len(), 14);
-    let rescored = ok_stdout(&cli(&["score", "--db", db_arg]));
+    let rescored = ok_stdout(&cli(&["score", "--db", db.to_str().unwrap()]));
     assert!(
         rescored.contains("rescored 12 answers of run(s) 1, 2: 0 changed"),
         "{rescored}"
     );
     assert_eq!(score_rows(&db), before);
+}
+
+#[test]
+fn rescoring_restores_tampered_scores() {
+    let dir = tempdir();
+    let db = private_copy(dir.path());
+    let before = score_rows(&db);
+    assert_eq!(before.len(), 14);
     open(&db)
         .execute(
             "UPDATE answers SET score = 0.5, chosen_index = 9 WHERE run_id = 1 AND status = 'ok'",
             [],
         )
         .unwrap();
-    let rescored = ok_stdout(&cli(&["score", "--db", db_arg, "--run-id", "1"]));
+    let rescored = ok_stdout(&cli(&[
+        "score",
+        "--db",
+        db.to_str().unwrap(),
+        "--run-id",
+        "1",
+    ]));
     assert!(
         rescored.contains("rescored 6 answers of run(s) 1: 6 changed"),
         "{rescored}"
     );
     assert_eq!(score_rows(&db), before);
+}
 
-    // Every view returns rows on these real runs.
-    let connection = open(&db);
+#[test]
+fn every_view_returns_rows_for_both_runs() {
+    let connection = open(&fixture().db);
     for (view, expected) in [
         ("run_summary", 2),
         ("answers_view", 14),
@@ -318,7 +440,11 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
             .unwrap();
         assert_eq!(rows, expected, "rows of view {view}");
     }
-    let (reason, model): (String, String) = connection
+}
+
+#[test]
+fn errors_view_names_the_reason_and_the_model() {
+    let (reason, model): (String, String) = open(&fixture().db)
         .query_row(
             "SELECT error, model_name FROM errors WHERE run_id = 1",
             [],
@@ -327,7 +453,11 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
         .unwrap();
     assert!(reason.contains("exceeds the context of 512"), "{reason}");
     assert_eq!(model, "SmolLM2-135M-Instruct.Q4_1");
-    let (samples, peak_rss, peak_at): (i64, i64, String) = connection
+}
+
+#[test]
+fn memory_peaks_view_has_samples_and_a_timestamped_peak() {
+    let (samples, peak_rss, peak_at): (i64, i64, String) = open(&fixture().db)
         .query_row(
             "SELECT samples, peak_rss_bytes, peak_rss_at FROM memory_peaks WHERE run_id = 2",
             [],
@@ -335,38 +465,47 @@ fn two_models_compare_report_rescore_views_and_a_rendered_html_report() {
         )
         .unwrap();
     assert!(samples >= 2 && peak_rss > 100 << 20 && peak_at.ends_with('Z'));
-    let (done, mc_n, free_n): (i64, i64, i64) = connection
+}
+
+#[test]
+fn category_summary_counts_multiple_choice_and_free_text() {
+    let (done, mc_n, free_n): (i64, i64, i64) = open(&fixture().db)
         .query_row(
-            "SELECT SUM(done), SUM(mc_n), SUM(free_n) FROM category_summary WHERE run_id = 1",
+            "SELECT SUM(done), SUM(mc_graded), SUM(free_graded) FROM category_summary WHERE run_id = 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert_eq!((done, mc_n, free_n), (7, 3, 4));
+}
 
-    // HTML: one file, rendered by headless Chromium with every chart.
-    let page = dir.path().join("report.html");
-    ok_stdout(&cli(&[
-        "compare",
-        "--db",
-        db_arg,
-        "--format",
-        "html",
-        "--out",
-        page.to_str().unwrap(),
-    ]));
-    let html = std::fs::read_to_string(&page).unwrap();
-    let charts = 1 + 2 * 2; // accuracy per category + (memory timeline + latency) per run
-    assert_eq!(html.matches("<svg").count(), charts);
+#[test]
+fn html_report_is_one_self_contained_file_with_every_chart() {
+    let dir = tempdir();
+    let html = std::fs::read_to_string(html_report(dir.path())).unwrap();
+    assert_eq!(html.matches("<svg").count(), CHARTS);
     assert!(!html.contains("<script") && !html.contains("<link"));
+}
+
+#[test]
+fn html_report_has_every_chart_in_headless_chromiums_dom() {
+    let dir = tempdir();
+    let page = html_report(dir.path());
     let profile = dir.path().join("chromium-profile");
     let dom = run_chromium(&page, &profile, &["--dump-dom".to_string()]);
     assert_eq!(
         dom.matches("<svg").count(),
-        charts,
+        CHARTS,
         "SVG elements in the browser's DOM"
     );
     assert!(dom.contains("Memory over time") && dom.contains("Accuracy per category"));
+}
+
+#[test]
+fn html_report_screenshot_is_neither_blank_nor_colourless() {
+    let dir = tempdir();
+    let page = html_report(dir.path());
+    let profile = dir.path().join("chromium-profile");
     let shot = dir.path().join("report.png");
     run_chromium(
         &page,

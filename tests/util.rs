@@ -1,6 +1,5 @@
-//! Helpers for end-to-end tests: they run the real `docent-eval` binary on the real small models
-//! that `make models` fetches into `models/`.
-#![allow(dead_code)]
+//! Helpers shared by every test module: they run the real `docent-eval` binary on the real small
+//! models that `make models` fetches into `models/`.
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -9,7 +8,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_docent-eval");
 
-fn root() -> PathBuf {
+/// How long a test waits for answers before it calls the run hung. Only a guard against a hang:
+/// generous enough that a loaded 2-core machine never reaches it.
+const HANG_GUARD: Duration = Duration::from_secs(600);
+
+/// The repository root.
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -88,6 +92,22 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Any other subcommand (`status`, `stop`, `report`, ...), run to completion.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn docent-eval")
+}
+
+/// Stdout of a command that must exit 0 (panics with its stderr otherwise).
+pub fn ok_stdout(output: &Output) -> String {
+    assert_eq!(code(output), 0, "stderr: {}", stderr(output));
+    stdout(output)
+}
+
 /// Start a run in the background with piped output.
 pub fn spawn(model: &Path, questions: &Path, db: &Path, extra: &[&str]) -> Child {
     run_command(model, questions, db, extra)
@@ -114,16 +134,16 @@ pub fn answer_count(db: &Path) -> i64 {
         .unwrap_or(0)
 }
 
-/// Wait until at least `n` answers are committed; panics after `limit`.
-pub fn wait_for_answers(db: &Path, n: i64, child: &mut Child, limit: Duration) {
+/// Wait until at least `n` answers are committed; panics if the run exits first or hangs.
+pub fn wait_for_answers(db: &Path, n: i64, child: &mut Child) {
     let start = Instant::now();
     while answer_count(db) < n {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("docent-eval exited early with {status}");
         }
         assert!(
-            start.elapsed() < limit,
-            "fewer than {n} answers after {limit:?}"
+            start.elapsed() < HANG_GUARD,
+            "fewer than {n} answers after {HANG_GUARD:?}: the run hangs"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -159,4 +179,39 @@ pub fn answer_rows(db: &Path, run_id: i64) -> std::collections::BTreeMap<String,
         .collect::<Result<_, _>>()
         .unwrap();
     rows
+}
+
+/// `python3 scripts/make_gguf.py ARGS --out DIR/NAME` (tiny or header-only GGUF models); returns
+/// the path.
+pub fn make_gguf(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let output = Command::new("python3")
+        .arg(root().join("scripts/make_gguf.py"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "make_gguf.py {args:?} failed (run `make pydeps` for the gguf and numpy packages):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// A GGUF whose header declares more tensor data than the file holds (SmolLM2's tokenizer).
+pub fn truncated_gguf(dir: &Path) -> PathBuf {
+    make_gguf(
+        dir,
+        "broken.gguf",
+        &[
+            "--arch",
+            "llama",
+            "--vocab-from",
+            &smollm().display().to_string(),
+            "--truncate",
+        ],
+    )
 }

@@ -1,0 +1,12 @@
+//! The end-to-end tests, as one binary (as ripgrep does): every module runs the real
+//! `docent-eval` binary on the real small models that `make models` fetches into `models/`.
+//! Shared helpers live in `util`; each other module covers one area.
+
+mod util;
+
+mod exit_codes;
+mod operate;
+mod parallel;
+mod preflight;
+mod report;
+mod run;
