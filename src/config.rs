@@ -198,8 +198,14 @@ impl ExecutionSettings {
             ))
             .into());
         }
-        if self.batch_size < 16 {
-            return Err(Error::Usage("--batch-size must be at least 16".into()).into());
+        // llama.cpp allocates per-token batch arrays of this size up front, outside what the
+        // preflight counts; 65,536 is far above any useful batch on a CPU or one GPU.
+        if !(16..=65_536).contains(&self.batch_size) {
+            return Err(Error::Usage(format!(
+                "--batch-size {} must be between 16 and 65536",
+                self.batch_size
+            ))
+            .into());
         }
         Ok(())
     }

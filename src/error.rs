@@ -54,6 +54,14 @@ pub enum Error {
         db: String,
     },
 
+    /// Another process took over the run this process was writing (its claim in the database
+    /// names another holder); this process stops writing.
+    #[error("run {run_id} was taken over by another process while this one wrote it; this process stopped writing (its committed rows stay). `docent-eval status` shows the holder")]
+    ClaimLost {
+        /// The run.
+        run_id: i64,
+    },
+
     /// The database was written by a newer docent-eval.
     #[error("database {}: schema version {found} is newer than this docent-eval understands ({supported}); upgrade docent-eval or use another --db", .path.display())]
     SchemaTooNew {
@@ -83,7 +91,7 @@ impl Error {
             | Error::InvalidQuestions(_)
             | Error::ResumeMismatch { .. }
             | Error::SchemaTooNew { .. } => exit_code::USAGE,
-            Error::Held { .. } => exit_code::HELD,
+            Error::Held { .. } | Error::ClaimLost { .. } => exit_code::HELD,
             Error::RunFailed { .. } => exit_code::FAILED,
         }
     }

@@ -4,7 +4,7 @@
 //! after a reboot or a crash; pid plus start time names one process.
 
 use crate::error::{usage, Result};
-use crate::store::Store;
+use crate::store::{Holder, Store};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,10 +23,12 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 }
 
 /// This process's identity as stored in `runs.holder_pid` / `runs.holder_started_at`.
-pub fn this_process() -> (i64, String) {
+pub fn this_process() -> Holder {
     let pid = std::process::id();
-    let started = process_start_time(pid).unwrap_or(0);
-    (i64::from(pid), started.to_string())
+    Holder {
+        pid: i64::from(pid),
+        started_at: process_start_time(pid).unwrap_or(0).to_string(),
+    }
 }
 
 /// Whether the process recorded as (pid, started_at) is still the same live process.
@@ -158,7 +160,10 @@ mod tests {
 
     #[test]
     fn this_process_is_alive_and_a_wrong_start_time_is_not() {
-        let (pid, started) = this_process();
+        let Holder {
+            pid,
+            started_at: started,
+        } = this_process();
         assert!(holder_alive(pid, &started));
         let other: u64 = started.parse::<u64>().unwrap() + 1000;
         assert!(!holder_alive(pid, &other.to_string()));
@@ -170,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("r.db");
         std::fs::write(&db, b"").unwrap();
-        let (pid, _) = this_process();
+        let pid = this_process().pid;
         // This process runs the same executable as itself; it qualifies only while the database
         // is open in it.
         let why = verify_holder(pid, &db).unwrap_err();

@@ -22,7 +22,7 @@ use crate::engine::{self, Engine};
 use crate::error::{exit_code, Error, Result};
 use crate::preflight::{self, RunPreflight};
 use crate::record::{EngineRecord, PreflightRecord};
-use crate::store::{AnswerRow, NewRun, RunRecord, RunStatus, Store};
+use crate::store::{AnswerRow, Holder, NewRun, RunRecord, RunStatus, Store};
 use prepare::{Prompt, SessionPlan};
 use recorder::{Recorder, RecorderState};
 use resume::Resolution;
@@ -92,17 +92,19 @@ pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
         request.force,
         &backend,
     )?;
-    let store = Store::open(&request.db)?;
+    let mut store = Store::open(&request.db)?;
     let identity = resume::identity(&store, request, &set.sha256)?;
     let run_id = match resume::resolve(&store, request, &identity)? {
         Resolution::AlreadyFinished(run) => return already_finished(&store, &run),
         Resolution::Continue(run) => run.id,
         Resolution::New => create_run(&store, request, questions, &identity, &backend)?,
     };
-    let (pid, started) = crate::holder::this_process();
-    store.claim_run(run_id, pid, &started, crate::holder::holder_alive)?;
-    session(&store, request, run_id, questions, stop, &preflight)
-        .map_err(|error| record_failure(&store, run_id, error))
+    let holder = crate::holder::this_process();
+    store.claim_run(run_id, &holder, crate::holder::holder_alive)?;
+    session(
+        &store, request, run_id, &holder, questions, stop, &preflight,
+    )
+    .map_err(|error| record_failure(&store, run_id, error))
 }
 
 /// Settings, flags and the question set, checked before anything is loaded or written.
@@ -166,7 +168,11 @@ fn already_finished(store: &Store, run: &RunRecord) -> Result<RunOutcome> {
 }
 
 /// Mark the run failed with the error as its reason; the error becomes [`Error::RunFailed`].
+/// A process that lost its claim leaves the run to the process that took it.
 fn record_failure(store: &Store, run_id: i64, error: anyhow::Error) -> anyhow::Error {
+    if let Some(Error::ClaimLost { .. }) = error.downcast_ref::<Error>() {
+        return error;
+    }
     let reason = format!("{error:#}");
     if let Err(e) = store.end_session(run_id, RunStatus::Failed, Some(&reason), 0) {
         log::error!("could not mark run {run_id} failed: {e:#}");
@@ -179,6 +185,7 @@ fn session(
     store: &Store,
     request: &RunRequest,
     run_id: i64,
+    holder: &Holder,
     questions: &[Question],
     stop: &StopSignal,
     preflight: &RunPreflight,
@@ -187,7 +194,9 @@ fn session(
     let engine = load_engine(request, preflight)?;
     let plan = prepare::plan(&engine, questions, &pending, request);
     record_plan(store, run_id, request, preflight, &engine, &plan)?;
-    let decoded = decode(request, run_id, questions, &pending, &engine, plan, stop)?;
+    let decoded = decode(
+        request, run_id, holder, questions, &pending, &engine, plan, stop,
+    )?;
     end_session(store, request, run_id, questions.len() as i64, decoded)
 }
 
@@ -283,9 +292,11 @@ struct Decoded {
 
 /// Decode every pending question: rejected prompts become `error` rows at once, the rest go
 /// through the scheduler; each finished answer is scored and handed to the recorder thread.
+#[allow(clippy::too_many_arguments)]
 fn decode(
     request: &RunRequest,
     run_id: i64,
+    holder: &Holder,
     questions: &[Question],
     pending: &[usize],
     engine: &Engine,
@@ -299,6 +310,7 @@ fn decode(
         Recorder::start(
             &request.db,
             run_id,
+            holder.clone(),
             Duration::from_millis(request.execution.sample_interval_ms),
         )?
     };

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::monitor::Probe;
-use crate::store::{AnswerRow, Store};
+use crate::store::{AnswerRow, Holder, Store};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,7 +33,7 @@ pub struct RecorderState {
     /// Set when a write failed; the run must stop.
     pub failed: AtomicBool,
     /// The first write failure.
-    pub failure: Mutex<Option<String>>,
+    pub failure: Mutex<Option<anyhow::Error>>,
 }
 
 /// Handle to the recorder thread.
@@ -45,8 +45,13 @@ pub struct Recorder {
 
 impl Recorder {
     /// Start recording run `run_id` into the database at `db` (a second connection of its own).
-    pub fn start(db: &Path, run_id: i64, sample_interval: Duration) -> Result<Recorder> {
-        let store = Store::open(db)?;
+    pub fn start(
+        db: &Path,
+        run_id: i64,
+        holder: Holder,
+        sample_interval: Duration,
+    ) -> Result<Recorder> {
+        let store = Store::open(db)?.acting_for(holder);
         let state = Arc::new(RecorderState::default());
         let (sender, receiver) = mpsc::channel::<AnswerRow>();
         let writer = Writer {
@@ -109,9 +114,9 @@ impl Recorder {
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .take();
         match failure {
-            Some(message) => Err(anyhow::anyhow!("writing results failed: {message}")),
+            Some(error) => Err(error.context("writing results failed")),
             None => Ok(()),
         }
     }
@@ -170,7 +175,8 @@ impl Writer {
         self.last_heartbeat = Instant::now();
         let written = self
             .store
-            .insert_memory_sample(self.run_id, &sample)
+            .check_still_at_path()
+            .and_then(|()| self.store.insert_memory_sample(self.run_id, &sample))
             .and_then(|()| self.store.heartbeat(self.run_id, active_ms));
         if let Err(e) = written {
             self.fail(e);
@@ -199,7 +205,7 @@ impl Writer {
     fn fail(&self, error: anyhow::Error) {
         log::error!("recording failed: {error:#}");
         let mut failure = self.state.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert_with(|| format!("{error:#}"));
+        failure.get_or_insert(error);
         self.state.failed.store(true, Ordering::SeqCst);
     }
 }

@@ -181,6 +181,11 @@ enum Identity {
     Ours,
 }
 
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn cannot_open(path: &Path, error: &rusqlite::Error) -> anyhow::Error {
     usage(format!(
         "--db {}: cannot open ({error}); check the path and its permissions",
@@ -223,10 +228,24 @@ fn temporary_views() -> String {
         .replace("CREATE VIEW ", "CREATE TEMP VIEW ")
 }
 
+/// The process that holds a run (pid and start time, so a reused pid is never taken for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Process id.
+    pub pid: i64,
+    /// Its start time, seconds since the epoch, as text.
+    pub started_at: String,
+}
+
 /// An open results database.
 pub struct Store {
     connection: Connection,
     path: PathBuf,
+    /// The file opened, by (device, inode): a database removed or replaced during a run is noticed.
+    file_id: Option<(u64, u64)>,
+    /// Set by [`Store::claim_run`] (or [`Store::acting_for`]): the writes of a session are made in
+    /// this holder's name.
+    holder: Option<Holder>,
 }
 
 impl Store {
@@ -234,14 +253,36 @@ impl Store {
     /// its schema up to date. A file that is not a docent-eval database, or one written by a
     /// newer docent-eval, is refused before anything in it changes.
     pub fn open(path: &Path) -> Result<Store> {
-        let store = Store {
+        let mut store = Store {
             connection: Connection::open(path).map_err(|e| cannot_open(path, &e))?,
             path: path.to_path_buf(),
+            file_id: None,
+            holder: None,
         };
         store.check_identity()?;
         store.configure()?;
         store.migrate()?;
+        store.file_id = file_id(path);
         Ok(store)
+    }
+
+    /// This store writes in the name of `holder`, which has claimed the run (the recorder's own
+    /// connection, opened after the claim).
+    pub fn acting_for(mut self, holder: Holder) -> Store {
+        self.holder = Some(holder);
+        self
+    }
+
+    /// Whether the database path still names the file this store opened. A file removed or
+    /// replaced during a run would take every later row into a file nobody can open.
+    pub fn check_still_at_path(&self) -> Result<()> {
+        if self.file_id.is_some() && file_id(&self.path) != self.file_id {
+            return Err(anyhow::anyhow!(
+                "{} was removed or replaced while this run wrote to it; restore the file and --resume, or start a new run",
+                self.path.display()
+            ));
+        }
+        Ok(())
     }
 
     /// Open an existing results database for reading only (`status`, `report`, `compare`,
@@ -258,6 +299,8 @@ impl Store {
         let store = Store {
             connection: read_only_connection(path)?,
             path: path.to_path_buf(),
+            file_id: None,
+            holder: None,
         };
         if store.check_identity()? == Identity::Empty {
             return Err(usage(format!(
@@ -520,5 +563,92 @@ mod tests {
         drop(store);
         assert_eq!(digest(&path), before);
         assert!(Store::open_read_only(&dir.path().join("missing.db")).is_err());
+    }
+
+    #[test]
+    fn a_writer_that_lost_its_claim_adds_nothing_and_exits_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let question = Question {
+            id: "q1".into(),
+            ordinal: 1,
+            line: 1,
+            question: "?".into(),
+            reference: None,
+            choices: None,
+            answer_index: None,
+            category: None,
+            context: None,
+            extra: Default::default(),
+        };
+        let mut first = Store::open(&path).unwrap();
+        let run_id = first
+            .create_run(&NewRun {
+                model_path: "m",
+                model_name: "m",
+                model_size_bytes: 1,
+                model_sha256: "x",
+                questions_path: "q",
+                questions_sha256: "y",
+                settings: &GenerationSettings::default(),
+                host: &HostRecord::default(),
+                questions: std::slice::from_ref(&question),
+            })
+            .unwrap();
+        let a = Holder {
+            pid: 1,
+            started_at: "10".into(),
+        };
+        let b = Holder {
+            pid: 2,
+            started_at: "20".into(),
+        };
+        first.claim_run(run_id, &a, |_, _| true).unwrap();
+        let mut second = Store::open(&path).unwrap();
+        let held = second.claim_run(run_id, &b, |_, _| true).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code_of(&held),
+            crate::error::exit_code::HELD
+        );
+        // A clock step or a second host makes `b` believe `a` is gone and take the run over.
+        second.claim_run(run_id, &b, |_, _| false).unwrap();
+        let row = AnswerRow {
+            question_id: "q1".into(),
+            ok: true,
+            ..Default::default()
+        };
+        for error in [
+            first.insert_answer(run_id, &row).unwrap_err(),
+            first.heartbeat(run_id, 5).unwrap_err(),
+            first
+                .end_session(run_id, RunStatus::Failed, Some("x"), 0)
+                .unwrap_err(),
+        ] {
+            assert_eq!(
+                crate::error::exit_code_of(&error),
+                crate::error::exit_code::HELD
+            );
+        }
+        assert!(first.answered_question_ids(run_id).unwrap().is_empty());
+        let run = second.run(run_id).unwrap().unwrap();
+        assert_eq!((run.holder_pid, run.status), (Some(2), RunStatus::Running));
+        second.insert_answer(run_id, &row).unwrap();
+        second
+            .end_session(run_id, RunStatus::Finished, None, 0)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_removed_during_a_run_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let store = Store::open(&path).unwrap();
+        store.check_still_at_path().unwrap();
+        std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+        let error = store.check_still_at_path().unwrap_err();
+        assert!(
+            format!("{error}").contains("removed or replaced"),
+            "{error}"
+        );
     }
 }

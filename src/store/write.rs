@@ -1,6 +1,6 @@
 //! Writes: one run's rows, each commit in its own transaction. Only the run's holder writes.
 
-use super::{AnswerRow, NewRun, RunStatus, Store, StoredScores};
+use super::{AnswerRow, Holder, NewRun, RunStatus, Store, StoredScores};
 use crate::error::{Error, Result};
 use crate::monitor::MemorySample;
 use crate::record::EngineRecord;
@@ -100,13 +100,15 @@ impl Store {
     /// Take run `run_id` for this process (one writer per run). In one IMMEDIATE transaction:
     /// if another live process holds it, refuse with [`Error::Held`]; a holder that is gone
     /// (killed, crashed) is taken over.
+    /// Every later write of this store is made in the holder's name and fails with
+    /// [`Error::ClaimLost`] once another process has taken the run.
     pub fn claim_run(
-        &self,
+        &mut self,
         run_id: i64,
-        pid: i64,
-        process_started_at: &str,
+        claimant: &Holder,
         holder_alive: impl Fn(i64, &str) -> bool,
     ) -> Result<()> {
+        let (pid, process_started_at) = (claimant.pid, claimant.started_at.as_str());
         let tx = rusqlite::Transaction::new_unchecked(
             &self.connection,
             rusqlite::TransactionBehavior::Immediate,
@@ -143,25 +145,44 @@ impl Store {
             params![run_id, pid, process_started_at, now_text()],
         )?;
         tx.commit()?;
+        self.holder = Some(claimant.clone());
         Ok(())
+    }
+
+    /// Check that an update of run `run_id` made in this store's holder's name changed a row:
+    /// none means another process holds the run now.
+    fn held(&self, run_id: i64, changed: usize) -> Result<()> {
+        if changed == 0 {
+            return Err(Error::ClaimLost { run_id }.into());
+        }
+        Ok(())
+    }
+
+    fn holder_keys(&self) -> (Option<i64>, Option<&str>) {
+        let holder = self.holder.as_ref();
+        (holder.map(|h| h.pid), holder.map(|h| h.started_at.as_str()))
     }
 
     /// Record what the engine chose for this session (layers, context, threads, prompt format).
     pub fn set_engine_record(&self, run_id: i64, record: &EngineRecord) -> Result<()> {
-        self.connection.execute(
-            "UPDATE runs SET engine_json = ?2 WHERE id = ?1",
-            params![run_id, serde_json::to_string(record)?],
+        let (pid, started) = self.holder_keys();
+        let changed = self.connection.execute(
+            "UPDATE runs SET engine_json = ?2
+             WHERE id = ?1 AND holder_pid IS ?3 AND holder_started_at IS ?4",
+            params![run_id, serde_json::to_string(record)?, pid, started],
         )?;
-        Ok(())
+        self.held(run_id, changed)
     }
 
     /// Record the preflight prediction of the run's peak memory.
     pub fn set_predicted_peak(&self, run_id: i64, bytes: u64) -> Result<()> {
-        self.connection.execute(
-            "UPDATE runs SET predicted_peak_bytes = ?2 WHERE id = ?1",
-            params![run_id, bytes as i64],
+        let (pid, started) = self.holder_keys();
+        let changed = self.connection.execute(
+            "UPDATE runs SET predicted_peak_bytes = ?2
+             WHERE id = ?1 AND holder_pid IS ?3 AND holder_started_at IS ?4",
+            params![run_id, bytes as i64, pid, started],
         )?;
-        Ok(())
+        self.held(run_id, changed)
     }
 
     /// End a session: set the final status, release the hold, add the active time.
@@ -174,35 +195,52 @@ impl Store {
     ) -> Result<()> {
         let now = now_text();
         let finished_at = (status == RunStatus::Finished).then_some(now.as_str());
-        self.connection.execute(
+        let (pid, started) = self.holder_keys();
+        let changed = self.connection.execute(
             "UPDATE runs SET status = ?2, status_reason = ?3, finished_at = ?4, updated_at = ?5,
                              holder_pid = NULL, holder_started_at = NULL,
                              active_ms = active_ms + ?6
-             WHERE id = ?1",
+             WHERE id = ?1 AND holder_pid IS ?7 AND holder_started_at IS ?8",
             params![
                 run_id,
                 status.as_str(),
                 reason,
                 finished_at,
                 now,
-                active_ms_delta
+                active_ms_delta,
+                pid,
+                started
             ],
         )?;
-        Ok(())
+        self.held(run_id, changed)
     }
 
     /// Heartbeat: the holder is alive; add generation time done since the last heartbeat.
     pub fn heartbeat(&self, run_id: i64, active_ms_delta: i64) -> Result<()> {
-        self.connection.execute(
-            "UPDATE runs SET updated_at = ?2, active_ms = active_ms + ?3 WHERE id = ?1",
-            params![run_id, now_text(), active_ms_delta],
+        let (pid, started) = self.holder_keys();
+        let changed = self.connection.execute(
+            "UPDATE runs SET updated_at = ?2, active_ms = active_ms + ?3
+             WHERE id = ?1 AND holder_pid IS ?4 AND holder_started_at IS ?5",
+            params![run_id, now_text(), active_ms_delta, pid, started],
         )?;
-        Ok(())
+        self.held(run_id, changed)
     }
 
-    /// Commit one answer in its own transaction.
+    /// Commit one answer in its own transaction, only while this store's holder holds the run
+    /// (checked inside the transaction, so a writer that lost its claim adds nothing).
     pub fn insert_answer(&self, run_id: i64, a: &AnswerRow) -> Result<()> {
-        let tx = self.connection.unchecked_transaction()?;
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.connection,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let (pid, started) = self.holder_keys();
+        let holds: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM runs
+                           WHERE id = ?1 AND holder_pid IS ?2 AND holder_started_at IS ?3)",
+            params![run_id, pid, started],
+            |row| row.get(0),
+        )?;
+        self.held(run_id, usize::from(holds))?;
         tx.execute(
             "INSERT INTO answers(run_id, question_id, status, answer, error, finish_reason,
                                  prompt_tokens, prompt_tokens_reused, completion_tokens,
