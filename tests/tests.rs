@@ -5,6 +5,7 @@
 mod util;
 
 mod exit_codes;
+mod faults;
 mod operate;
 mod parallel;
 mod preflight;
