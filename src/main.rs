@@ -1,6 +1,7 @@
 //! `docent-eval`: parse arguments, run the command, print an error, exit with its code.
 
 use clap::Parser;
+use docent_eval::units::{printable, Lines};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,7 +14,9 @@ fn main() -> ExitCode {
     match docent_eval::commands::execute(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The chain can quote a question file or a database: no raw control characters.
+            let message = format!("{error:#}");
+            eprintln!("error: {}", printable(&message, Lines::Keep));
             ExitCode::from(docent_eval::error::exit_code_of(&error))
         }
     }

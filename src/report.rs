@@ -27,7 +27,7 @@ pub use data::{load, Comparison, RunReport};
 
 use crate::error::{usage, Result};
 use crate::store::{Store, StoredScores};
-use crate::units::gib_or_dash;
+use crate::units::{gib_or_dash, printable, Lines};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -167,14 +167,15 @@ fn predicted(bytes: Option<i64>, error_pct: Option<f64>) -> String {
     }
 }
 
-/// The end-of-run summary: a few lines from the run's `run_summary` row.
+/// The end-of-run summary: a few lines from the run's `run_summary` row. The model name comes
+/// from a model file the tool does not trust: control characters in it are shown as escapes.
 pub fn summary_text(store: &Store, run_id: i64) -> Result<String> {
     let s = store
         .run_summary(run_id)?
         .ok_or_else(|| usage(format!("run {run_id} does not exist")))?;
     Ok(format!(
         "run {run_id} · {} · {}\n  answered {}/{} (ok {}, errors {})  accuracy {}  mean F1 {}\n  latency mean {} p50 {} p95 {}  TTFT mean {}\n  generation {} aggregate, {} per sequence  wall {}\n  peak RSS {}{}  peak GPU {}{}",
-        s.model_name,
+        printable(&s.model_name, Lines::Escape),
         s.status,
         s.done,
         s.total,
@@ -194,4 +195,76 @@ pub fn summary_text(store: &Store, run_id: i64) -> Result<String> {
         gib_or_dash(s.peak_gpu_used_bytes),
         predicted(s.predicted_gpu_bytes, s.gpu_prediction_error_pct),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GenerationSettings;
+    use crate::dataset::Question;
+    use crate::record::HostRecord;
+    use crate::report::fixture::{HOSTILE_ERROR, HOSTILE_MODEL};
+    use crate::store::{AnswerRow, NewRun, RunStatus};
+
+    /// A run of a hostile model file whose one question (with a hostile id) ended in a hostile
+    /// error, stopped with a hostile reason: all stored through the store.
+    fn hostile_run() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.db")).unwrap();
+        let question = Question {
+            id: "q\u{1b}[2K1".into(),
+            ordinal: 1,
+            line: 1,
+            question: "?".into(),
+            reference: None,
+            choices: None,
+            answer_index: None,
+            category: Some("<img src=x onerror=alert(1)>|x".into()),
+            context: None,
+            extra: Default::default(),
+        };
+        let run_id = store
+            .create_run(&NewRun {
+                model_path: "models/m.gguf",
+                model_name: HOSTILE_MODEL,
+                model_size_bytes: 1,
+                model_sha256: "x",
+                questions_path: "q.jsonl",
+                questions_sha256: "y",
+                settings: &GenerationSettings::default(),
+                host: &HostRecord::default(),
+                questions: &[question],
+            })
+            .unwrap();
+        let row = AnswerRow {
+            question_id: "q\u{1b}[2K1".into(),
+            ok: false,
+            error: Some(HOSTILE_ERROR.into()),
+            ..Default::default()
+        };
+        store.insert_answer(run_id, &row).unwrap();
+        store
+            .end_session(run_id, RunStatus::Failed, Some(HOSTILE_ERROR), 0)
+            .unwrap();
+        (dir, store, run_id)
+    }
+
+    #[test]
+    fn terminal_texts_show_stored_control_characters_as_escapes() {
+        let (_dir, store, run_id) = hostile_run();
+        let summary = summary_text(&store, run_id).unwrap();
+        assert_eq!(printable(&summary, Lines::Keep), summary);
+        assert!(summary.starts_with(&format!(
+            "run {run_id} · =HYPERLINK(\"http://x\",\"y\")\\x1b]0;owned\\x07 · failed\n"
+        )));
+        let status = status::status_text(&status::status(&store, run_id).unwrap());
+        assert_eq!(printable(&status, Lines::Keep), status);
+        assert!(status.contains("  reason: bad answer\\x1b[2J\\u{202e}txt.exe\\nforged line"));
+        assert!(status.contains("  last error: q\\x1b[2K1: bad answer\\x1b[2J\\u{202e}"));
+        // Markdown of the same run: entities, escaped pipe, no raw control.
+        let markdown = markdown::markdown(&load(&store, &[run_id]).unwrap());
+        assert_eq!(printable(&markdown, Lines::Keep), markdown);
+        assert!(markdown.contains("&lt;img src=x onerror=alert(1)&gt;\\|x"));
+        assert!(!markdown.contains("<img"));
+    }
 }

@@ -1,6 +1,10 @@
 //! Cell text shared by the exporters: figures formatted for people (`94 MiB`, `45.0% [29.2,
 //! 61.9] 9/20`, `1235 ms`), the comparison columns of Markdown and HTML, and the per-category
 //! rows. One definition each; the exporters only lay the cells out.
+//!
+//! Cells are raw text: model names and paths, categories and error messages come from files the
+//! tool does not trust, and each exporter makes every cell inert for its format (Markdown:
+//! `markdown::inert`; HTML: [`super::html::escape`]; CSV: `csv::inert`).
 
 use super::data::{CategoryReport, Comparison, RunReport};
 use super::stats::{Rate, Spread};

@@ -88,14 +88,28 @@ fn rate_fields(value: Option<Rate>) -> [String; 5] {
     }
 }
 
+/// A cell a spreadsheet cannot take for a formula (OWASP "CSV injection"): text starting with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, so a model file named
+/// `=HYPERLINK("http://x","y").gguf` stays text. A plain number (`-3.5`) is left as it is: only a
+/// cell that does not read as a finite number is prefixed.
+fn inert(cell: String) -> String {
+    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula && !cell.parse::<f64>().is_ok_and(f64::is_finite) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 /// CSV: one row per run, numbers in plain units (bytes, ms, s, fractions); empty when unknown.
+/// Every cell is [`inert`].
 pub fn csv(comparison: &Comparison) -> Vec<u8> {
     let mut writer = ::csv::Writer::from_writer(Vec::new());
     // Writing to a Vec cannot fail; the results are checked anyway for the header and each row.
     let mut rows: Vec<Vec<String>> = vec![CSV_HEADER.iter().map(|s| s.to_string()).collect()];
     rows.extend(comparison.runs.iter().map(row));
     for row in rows {
-        if let Err(e) = writer.write_record(&row) {
+        if let Err(e) = writer.write_record(row.into_iter().map(inert)) {
             log::error!("CSV row could not be written: {e}");
         }
     }
@@ -166,7 +180,7 @@ fn row(r: &RunReport) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{assert_snapshot, fixture};
+    use crate::report::fixture::{assert_snapshot, fixture, hostile, HOSTILE_ERROR, HOSTILE_MODEL};
 
     #[test]
     fn csv_snapshot_and_shape() {
@@ -178,5 +192,64 @@ mod tests {
         let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.len() == CSV_HEADER.len()));
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised_and_numbers_kept() {
+        let cell = |text: &str| inert(text.to_string());
+        for formula in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1:A2)",
+            "\tx",
+            "\rx",
+            "-",
+            "-inf",
+            "+NaN",
+        ] {
+            assert_eq!(cell(formula), format!("'{formula}"), "{formula:?}");
+        }
+        for kept in [
+            "-3.5",
+            "-1e-3",
+            "+2",
+            "0.9000",
+            "",
+            "models/=x.gguf",
+            "prompt=1",
+        ] {
+            assert_eq!(cell(kept), kept, "{kept:?}");
+        }
+    }
+
+    #[test]
+    fn untrusted_cells_cannot_become_formulas() {
+        let bytes = csv(&hostile());
+        let mut reader = ::csv::Reader::from_reader(bytes.as_slice());
+        let header = reader.headers().unwrap().clone();
+        let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert!(rows.iter().all(|r| r.len() == CSV_HEADER.len()));
+        // The model name starts with `=`: it reads back as text behind a `'`, otherwise intact.
+        assert_eq!(&rows[0][column("model")], format!("'{HOSTILE_MODEL}"));
+        assert_eq!(
+            &rows[0][column("model_path")],
+            format!("models/{HOSTILE_MODEL}.gguf")
+        );
+        assert_eq!(
+            &rows[0][column("errors_by_reason")],
+            format!("{HOSTILE_ERROR}=1")
+        );
+        // No cell of any row starts a formula.
+        for row in &rows {
+            for cell in row {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+                        || cell.parse::<f64>().is_ok_and(f64::is_finite),
+                    "{cell:?}"
+                );
+            }
+        }
     }
 }

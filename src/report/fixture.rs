@@ -215,6 +215,39 @@ fn timeline() -> Vec<MemoryPoint> {
     ]
 }
 
+/// A model name from a hostile model file: a spreadsheet formula, then a terminal escape that
+/// retitles the window.
+pub const HOSTILE_MODEL: &str = "=HYPERLINK(\"http://x\",\"y\")\u{1b}]0;owned\u{7}";
+/// A category from a hostile question file: raw HTML and a table-cell break.
+pub const HOSTILE_CATEGORY: &str = "<img src=x onerror=alert(1)>|x";
+/// An error message quoting a hostile question file: clear-screen, a right-to-left override, a
+/// line break, a code span and an entity.
+pub const HOSTILE_ERROR: &str = "bad answer\u{1b}[2J\u{202e}txt.exe\nforged line `code` &amp;";
+
+/// [`fixture`] with untrusted text from hostile files in every place it can reach an output:
+/// run 1's model name and path, categories (`<script>` and [`HOSTILE_CATEGORY`]), status
+/// reason, errors by reason, and an error row's question id and message.
+pub fn hostile() -> Comparison {
+    let mut comparison = fixture();
+    let run = &mut comparison.runs[0];
+    run.model.name = HOSTILE_MODEL.into();
+    run.model.path = format!("models/{HOSTILE_MODEL}.gguf");
+    run.status_reason = Some(HOSTILE_ERROR.into());
+    run.categories[0].category = "<script>".into();
+    run.categories[1].category = HOSTILE_CATEGORY.into();
+    for answer in &mut run.answers {
+        answer.category = Some("<script>".into());
+    }
+    run.answers[2].question_id = "<script>alert(1)</script>\u{1b}[1A".into();
+    run.answers[2].error = Some(HOSTILE_ERROR.into());
+    run.errors_by_reason = vec![ErrorReason {
+        reason: HOSTILE_ERROR.into(),
+        count: 1,
+        example: HOSTILE_ERROR.into(),
+    }];
+    comparison
+}
+
 /// Compare with a reviewed snapshot in `src/report/snapshots/`; `UPDATE_SNAPSHOTS=1` rewrites
 /// it (review the diff before committing).
 pub fn assert_snapshot(name: &str, actual: &str) {

@@ -278,7 +278,7 @@ fn answer_rows(answers: &[&AnswerDetail]) -> Vec<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::fixture;
+    use crate::report::fixture::{fixture, hostile, HOSTILE_CATEGORY, HOSTILE_MODEL};
 
     #[test]
     fn html_is_one_self_contained_page_with_every_chart() {
@@ -328,5 +328,40 @@ mod tests {
         assert!(page.contains("p95"));
         // Deterministic: the same data gives the same bytes.
         assert_eq!(html(&c), html(&c));
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped_in_tables_attributes_and_charts() {
+        let c = hostile();
+        let page = String::from_utf8(html(&c)).unwrap();
+        // No markup from the data: not in the tables, the title, nor the SVG text of the charts.
+        for raw in [
+            "<img",
+            "<script",
+            "onerror=alert(1)>",
+            "</script>",
+            "\"http://x\"",
+        ] {
+            assert!(!page.contains(raw), "{raw} appears raw");
+        }
+        let category = escape(HOSTILE_CATEGORY);
+        assert_eq!(category, "&lt;img src=x onerror=alert(1)&gt;|x");
+        // The category table and the chart's label under its bars (plotters escapes SVG text).
+        assert!(page.matches(category.as_str()).count() >= 2, "{category}");
+        let chart = charts::accuracy_by_category(&c.runs).unwrap();
+        assert!(chart.contains("&lt;script&gt;") && chart.contains(&category));
+        assert!(!chart.contains("<script") && !chart.contains("<img"));
+        // The model name in the title, headings and the chart legend: quotes escaped too.
+        assert!(page.contains("<title>docent-eval · comparison of 2 runs</title>"));
+        assert!(page.contains("=HYPERLINK(&quot;http://x&quot;,&quot;y&quot;)"));
+        assert!(chart.contains("=HYPERLINK(&quot;http://x&quot;,&quot;y&quot;)"));
+        let one = Comparison {
+            runs: vec![c.runs[0].clone()],
+        };
+        let page = String::from_utf8(html(&one)).unwrap();
+        let title = escape(&format!("docent-eval · run 1 · {HOSTILE_MODEL}"));
+        assert!(page.contains(&format!("<title>{title}</title>")));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(!page.contains("<script") && !page.contains("<img"));
     }
 }

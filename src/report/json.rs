@@ -15,7 +15,9 @@ pub fn json(comparison: &Comparison) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{assert_snapshot, fixture};
+    use crate::report::fixture::{
+        assert_snapshot, fixture, hostile, HOSTILE_CATEGORY, HOSTILE_ERROR, HOSTILE_MODEL,
+    };
 
     #[test]
     fn json_snapshot_and_shape() {
@@ -32,5 +34,22 @@ mod tests {
             value["runs"][1]["memory"]["peak_gpu_used_bytes"],
             1_610_612_736_i64
         );
+    }
+
+    #[test]
+    fn untrusted_text_round_trips_with_controls_escaped() {
+        let bytes = json(&hostile());
+        // serde_json writes C0 controls as `\u001b` escapes: no raw ESC, CR or BEL reaches a
+        // terminal, and the only line breaks are the pretty-printer's.
+        assert!(!bytes.iter().any(|&b| b < 0x20 && b != b'\n'));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\\u001b[2J") && text.contains("\\u0007"));
+        // And the text reads back exactly.
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let run = &value["runs"][0];
+        assert_eq!(run["model"]["name"], HOSTILE_MODEL);
+        assert_eq!(run["status_reason"], HOSTILE_ERROR);
+        assert_eq!(run["categories"][1]["category"], HOSTILE_CATEGORY);
+        assert_eq!(run["errors_by_reason"][0]["example"], HOSTILE_ERROR);
     }
 }

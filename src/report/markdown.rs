@@ -3,16 +3,37 @@
 
 use super::cells::{category_rows, CATEGORY_HEADER, COLUMNS};
 use super::data::{Comparison, RunReport};
+use crate::units::{printable, Lines};
 use std::fmt::Write as _;
 
-/// A table cell: `|` escaped, line breaks as spaces.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+/// Text from the database (model names and paths, categories, error messages: all from files
+/// the tool does not trust) made inert in Markdown, on one line: `&`, `<` and `>` as entities
+/// (no raw HTML, no autolink), `|`, `` ` `` and `\` backslash-escaped (no cell break, no code
+/// span), line breaks and tabs as spaces (no row break), and any other control character as a
+/// visible escape ([`printable`]), since Markdown is what `report` prints on a terminal.
+fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.replace("\r\n", "\n").chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '|' | '`' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    // The escapes above add no control character, and the backslashes `printable` adds are not
+    // doubled.
+    printable(&out, Lines::Escape).into_owned()
 }
 
-/// `| a | b |` and a newline.
+/// `| a | b |` and a newline, each cell [`inert`].
 fn row(cells: &[String]) -> String {
-    let escaped: Vec<String> = cells.iter().map(|c| cell(c)).collect();
+    let escaped: Vec<String> = cells.iter().map(|c| inert(c)).collect();
     format!("| {} |\n", escaped.join(" | "))
 }
 
@@ -36,7 +57,7 @@ pub fn markdown(comparison: &Comparison) -> String {
 
 /// `## Run N · model` and a metric/value table.
 fn one_run(out: &mut String, run: &RunReport) {
-    let _ = writeln!(out, "## Run {} · {}\n", run.run_id, run.model.name);
+    let _ = writeln!(out, "## Run {} · {}\n", run.run_id, inert(&run.model.name));
     out.push_str(&row(&["metric".into(), "value".into()]));
     out.push_str(&rule(2));
     for (name, value) in COLUMNS {
@@ -94,7 +115,9 @@ fn errors(out: &mut String, runs: &[RunReport]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixture::{assert_snapshot, fixture};
+    use crate::report::fixture::{
+        assert_snapshot, fixture, hostile, HOSTILE_CATEGORY, HOSTILE_ERROR, HOSTILE_MODEL,
+    };
 
     #[test]
     fn markdown_snapshots() {
@@ -104,5 +127,60 @@ mod tests {
             runs: vec![c.runs[0].clone()],
         };
         assert_snapshot("report.md", &markdown(&one));
+    }
+
+    /// The `|` of a table line that are not backslash-escaped: one more than its cells.
+    fn cell_breaks(line: &str) -> usize {
+        let mut breaks = 0;
+        let mut escaped = false;
+        for c in line.chars() {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '|') => breaks += 1,
+                _ => escaped = false,
+            }
+        }
+        breaks
+    }
+
+    #[test]
+    fn untrusted_text_is_inert_markdown() {
+        assert_eq!(
+            inert(HOSTILE_CATEGORY),
+            "&lt;img src=x onerror=alert(1)&gt;\\|x"
+        );
+        assert_eq!(
+            inert(HOSTILE_ERROR),
+            "bad answer\\x1b[2J\\u{202e}txt.exe forged line \\`code\\` &amp;amp;"
+        );
+        assert_eq!(inert("a\\|b\r\nc\td"), "a\\\\\\|b c d");
+        let hostile = hostile();
+        let one = Comparison {
+            runs: vec![hostile.runs[0].clone()],
+        };
+        for text in [markdown(&hostile), markdown(&one)] {
+            // No raw HTML, no control character a terminal would act on, no reordered text.
+            assert!(
+                !text.contains("<img") && !text.contains("<script"),
+                "{text}"
+            );
+            assert_eq!(printable(&text, Lines::Keep), text);
+            assert!(text.contains("&lt;img src=x onerror=alert(1)&gt;\\|x"));
+            assert!(text.contains("&lt;script&gt;"));
+            assert!(text.contains("\\x1b[2J\\u{202e}txt.exe forged line"));
+            assert!(text.contains("=HYPERLINK(\"http://x\",\"y\")\\x1b]0;owned\\x07"));
+            // Every line of a table (header, rule, rows) has as many cell breaks as its header:
+            // no cell or row is forged.
+            let mut header_breaks = None;
+            for line in text.lines() {
+                if !line.starts_with('|') {
+                    header_breaks = None;
+                    continue;
+                }
+                let breaks = cell_breaks(line);
+                assert_eq!(breaks, *header_breaks.get_or_insert(breaks), "{line}");
+            }
+        }
+        assert!(markdown(&one).starts_with(&format!("## Run 1 · {}", inert(HOSTILE_MODEL))));
     }
 }

@@ -3,7 +3,8 @@
 use crate::error::{usage, Result};
 use crate::holder::holder_alive;
 use crate::store::{MemoryPoint, RunStatus, Store};
-use crate::units::gib_or_dash;
+use crate::units::{gib_or_dash, printable, Lines};
+use std::borrow::Cow;
 
 /// What `docent-eval status` reports about one run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -94,13 +95,20 @@ pub fn status(store: &Store, run_id: i64) -> Result<StatusReport> {
     })
 }
 
-/// `status` as text for a person.
+/// A value from the database on one line of the status text: control characters shown as
+/// escapes ([`printable`]).
+fn shown(text: &str) -> Cow<'_, str> {
+    printable(text, Lines::Escape)
+}
+
+/// `status` as text for a person. The model name, status reason, question id, error message and
+/// times come from a database and question files the tool does not trust: each is [`shown`].
 pub fn status_text(report: &StatusReport) -> String {
     let mut text = format!(
         "run {} · {} · {}\n  progress {}/{} ({:.1}%)  ok {}  errors {}  sessions {}\n",
         report.run_id,
-        report.model,
-        report.state,
+        shown(&report.model),
+        shown(&report.state),
         report.done,
         report.total,
         100.0 * report.done as f64 / report.total.max(1) as f64,
@@ -112,13 +120,18 @@ pub fn status_text(report: &StatusReport) -> String {
         (Some(pid), true) => {
             text += &format!(
                 "  held by process {pid} (alive), last heartbeat {}\n",
-                report.updated_at
+                shown(&report.updated_at)
             )
         }
         (Some(pid), false) => {
             text += &format!("  recorded holder {pid} is gone; `--resume` takes the run over\n")
         }
-        (None, _) => text += &format!("  no process holds it; last update {}\n", report.updated_at),
+        (None, _) => {
+            text += &format!(
+                "  no process holds it; last update {}\n",
+                shown(&report.updated_at)
+            )
+        }
     }
     text += &format!(
         "  rate {:.1} answers/min over the last {:.1} min",
@@ -131,7 +144,7 @@ pub fn status_text(report: &StatusReport) -> String {
     if let Some(sample) = &report.last_sample {
         text += &format!(
             "  memory at {}: RSS {}  RAM {} / {}  swap {} / {}  GPU {}\n",
-            sample.at,
+            shown(&sample.at),
             gib_or_dash(sample.rss_bytes),
             gib_or_dash(sample.ram_used_bytes),
             gib_or_dash(sample.ram_total_bytes),
@@ -147,10 +160,75 @@ pub fn status_text(report: &StatusReport) -> String {
         );
     }
     if let Some(reason) = &report.status_reason {
-        text += &format!("  reason: {reason}\n");
+        text += &format!("  reason: {}\n", shown(reason));
     }
     if let Some((question, error)) = &report.last_error {
-        text += &format!("  last error: {question}: {error}\n");
+        text += &format!("  last error: {}: {}\n", shown(question), shown(error));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::{HOSTILE_ERROR, HOSTILE_MODEL};
+
+    fn hostile_report() -> StatusReport {
+        StatusReport {
+            run_id: 7,
+            status: RunStatus::Failed,
+            state: RunStatus::Failed.to_string(),
+            status_reason: Some(HOSTILE_ERROR.into()),
+            model: HOSTILE_MODEL.into(),
+            holder_pid: None,
+            holder_alive: false,
+            total: 10,
+            done: 3,
+            ok: 2,
+            errors: 1,
+            recent_per_minute: 0.0,
+            rate_window_minutes: 5.0,
+            eta_seconds: None,
+            updated_at: "2026-01-01T00:00:00.000Z\u{1b}[1A".into(),
+            last_sample: Some(MemoryPoint {
+                at: "2026-01-01T00:00:00.000Z".into(),
+                ..Default::default()
+            }),
+            last_error: Some(("q\u{9b}1\u{2066}".into(), HOSTILE_ERROR.into())),
+            sessions: 1,
+        }
+    }
+
+    #[test]
+    fn status_text_shows_control_characters_as_escapes() {
+        let text = status_text(&hostile_report());
+        // Nothing a terminal acts on; the error's line break does not forge a line.
+        assert_eq!(printable(&text, Lines::Keep), text);
+        assert!(!text.contains('\t'));
+        assert_eq!(text.lines().count(), 7, "{text}");
+        assert!(
+            text.starts_with("run 7 · =HYPERLINK(\"http://x\",\"y\")\\x1b]0;owned\\x07 · failed\n")
+        );
+        let shown_error = "bad answer\\x1b[2J\\u{202e}txt.exe\\nforged line `code` &amp;";
+        assert!(
+            text.contains(&format!("  reason: {shown_error}\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "  last error: q\\u{{9b}}1\\u{{2066}}: {shown_error}\n"
+        )));
+        assert!(text.contains("last update 2026-01-01T00:00:00.000Z\\x1b[1A\n"));
+    }
+
+    #[test]
+    fn status_json_escapes_controls_and_round_trips() {
+        let report = hostile_report();
+        let text = serde_json::to_string_pretty(&report).unwrap();
+        assert!(!text.chars().any(|c| c.is_ascii_control() && c != '\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["model"], HOSTILE_MODEL);
+        assert_eq!(value["status_reason"], HOSTILE_ERROR);
+        assert_eq!(value["last_error"][0], "q\u{9b}1\u{2066}");
+        assert_eq!(value["last_error"][1], HOSTILE_ERROR);
+    }
 }
