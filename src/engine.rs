@@ -214,8 +214,8 @@ impl Engine {
         };
         log::info!(
             "loaded {} ({}, {} layers, {:.0}M parameters); GPU layers: {} ({}); prompt format: {}",
-            info.name,
-            info.architecture,
+            crate::units::printable(&info.name, crate::units::Lines::Escape),
+            crate::units::printable(&info.architecture, crate::units::Lines::Escape),
             info.n_layer,
             info.n_params as f64 / 1e6,
             info.gpu_layers,

@@ -377,7 +377,10 @@ fn jobs(
         let question = &questions[index];
         match std::mem::replace(&mut prompts[index], Prompt::Rejected(String::new())) {
             Prompt::Rejected(reason) => {
-                log::warn!("question {}: {reason}", question.id);
+                log::warn!(
+                    "question {}: {reason}",
+                    crate::units::printable(&question.id, crate::units::Lines::Escape)
+                );
                 recorder.record(AnswerRow {
                     question_id: question.id.clone(),
                     ok: false,
