@@ -669,4 +669,199 @@ mod tests {
             );
         }
     }
+
+    mod property {
+        //! Mutated and truncated versions of valid question files: `load` never panics, never
+        //! makes a large allocation, and either returns questions that hold the schema's
+        //! promises or a typed error whose every message names the file.
+
+        use super::*;
+        use crate::alloc_probe::{largest_allocation, property_config, PARSE_ALLOCATION_LIMIT};
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use proptest::test_runner::{TestCaseError, TestRunner};
+
+        const JSONL: &str = concat!(
+            "\u{feff}{\"id\":\"q1\",\"question\":\"세종대왕이 만든 문자는?\",\"answer\":\"한글\",\"category\":\"조선\"}\n",
+            "\n",
+            "{\"question\":\"Q2\",\"choices\":[\"a\",\"b\",\"c\"],\"answer_index\":1,\"context\":\"ctx\"}\n",
+            "{\"id\":3,\"question\":\"Q3\",\"choices\":[\"x\",\"y\"],\"answer\":\"y\",\"extra\":{\"n\":[1,2.5,null,true]}}\n",
+        );
+        const JSON: &str = concat!(
+            "[\n",
+            "  {\"id\":\"q1\",\"question\":\"세종대왕이 만든 문자는?\",\"answer\":\"한글\"},\n",
+            "  {\"question\":\"Q2\",\"choices\":[\"a\",\"b\",\"c\"],\"answer_index\":1},\n",
+            "  {\"id\":3,\"question\":\"Q3\",\"choices\":[1,\"y\"],\"answer\":\"y\",\"n\":{\"k\":[]}}\n",
+            "]\n",
+        );
+        const CSV: &str = concat!(
+            "id,question,answer,choices,answer_index,category\n",
+            "q1,\"세종대왕이 만든 문자는?\",한글,,,조선\n",
+            "q2,\"Q2, with a comma\",,a|b|c,1,\n",
+            "q3,\"say \"\"y\"\"\",y,\"[\"\"x\"\",\"\"y\"\"]\",,\r\n",
+        );
+
+        /// Text that stresses a parser: huge and odd numbers, deep nesting, quotes, separators,
+        /// NUL, a BOM, invalid UTF-8, long runs.
+        fn snippet() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"18446744073709551616".to_vec()),
+                Just(b"18446744073709551615".to_vec()),
+                Just(b"99999999999999999999999999999999999999".to_vec()),
+                Just(b"-1".to_vec()),
+                Just(b"1e999".to_vec()),
+                Just(b"-0.0e-99999".to_vec()),
+                Just(vec![b'['; 5000]),
+                Just(b"{\"a\":".repeat(1000)),
+                Just(vec![b'"'; 3]),
+                Just(b"\"\"".to_vec()),
+                Just(b",,,,".to_vec()),
+                Just(b"|||".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\0".to_vec()),
+                Just(b"\\u0000".to_vec()),
+                Just(b"\\ud800".to_vec()),
+                Just(b"\xEF\xBB\xBF".to_vec()),
+                Just(b"\xff\xfe".to_vec()),
+                Just(b"\xed\x9f".to_vec()),
+                Just(vec![b'a'; 100_000]),
+                Just(b"\"choices\":[".to_vec()),
+                Just(b"\"answer_index\":".to_vec()),
+                Just(b"\"id\":\"q1\",".to_vec()),
+                Just(b"{\"question\":\"x\"}\n".repeat(200)),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Truncate(Index),
+            Flip(Index, u8),
+            Insert(Index, Vec<u8>),
+            Replace(Index, usize, Vec<u8>),
+            Tail(Index, Vec<u8>),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                any::<Index>().prop_map(Mutation::Truncate),
+                (any::<Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
+                (any::<Index>(), snippet()).prop_map(|(i, s)| Mutation::Insert(i, s)),
+                (any::<Index>(), 0usize..8, snippet())
+                    .prop_map(|(i, n, s)| Mutation::Replace(i, n, s)),
+                (
+                    any::<Index>(),
+                    proptest::collection::vec(any::<u8>(), 0..256)
+                )
+                    .prop_map(|(i, t)| Mutation::Tail(i, t)),
+            ]
+        }
+
+        fn mutate(valid: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+            let mut bytes = valid.to_vec();
+            for m in mutations {
+                match m {
+                    Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len() + 1)),
+                    Mutation::Flip(i, mask) if !bytes.is_empty() => {
+                        let at = i.index(bytes.len());
+                        bytes[at] ^= mask;
+                    }
+                    Mutation::Flip(..) => {}
+                    Mutation::Insert(i, snippet) => {
+                        let at = i.index(bytes.len() + 1);
+                        bytes.splice(at..at, snippet.iter().copied());
+                    }
+                    Mutation::Replace(i, n, snippet) => {
+                        let at = i.index(bytes.len() + 1);
+                        let end = (at + n).min(bytes.len());
+                        bytes.splice(at..end, snippet.iter().copied());
+                    }
+                    Mutation::Tail(i, tail) => {
+                        bytes.truncate(i.index(bytes.len() + 1));
+                        bytes.extend(tail);
+                    }
+                }
+            }
+            bytes
+        }
+
+        /// `load` on `bytes`: no panic, no allocation above the limit; questions that keep the
+        /// schema's promises, or a typed error whose every message names the file.
+        fn check_load(path: &Path, bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+            // A fresh file each case: rewriting one in place makes ext4 flush it on close
+            // (its replace-by-truncate heuristic), which turns thousands of cases into minutes.
+            let _ = std::fs::remove_file(path);
+            std::fs::write(path, bytes).unwrap();
+            let (outcome, largest) = largest_allocation(|| load(path));
+            prop_assert!(
+                largest <= PARSE_ALLOCATION_LIMIT,
+                "an allocation of {largest} bytes"
+            );
+            let name = path.display().to_string();
+            match outcome {
+                Ok(set) => {
+                    prop_assert!(!set.questions.is_empty());
+                    let mut ids = std::collections::HashSet::new();
+                    for (index, q) in set.questions.iter().enumerate() {
+                        prop_assert_eq!(q.ordinal, index + 1);
+                        prop_assert!(ids.insert(q.id.clone()), "duplicate id {}", q.id);
+                        prop_assert!(!q.question.trim().is_empty());
+                        prop_assert!(!q.question.contains('\0') && !q.id.contains('\0'));
+                        if let Some(choices) = &q.choices {
+                            prop_assert!(choices.len() >= 2);
+                            if let Some(i) = q.answer_index {
+                                prop_assert_eq!(q.reference.as_ref(), Some(&choices[i]));
+                            }
+                        } else {
+                            prop_assert!(q.answer_index.is_none());
+                        }
+                    }
+                }
+                Err(error) => match error.downcast_ref::<Error>() {
+                    Some(Error::InvalidQuestions(problems)) => {
+                        prop_assert!(!problems.is_empty());
+                        for problem in problems {
+                            prop_assert!(problem.contains(&name), "{problem}");
+                        }
+                    }
+                    Some(Error::Usage(message)) => {
+                        prop_assert!(message.contains(&name), "{message}")
+                    }
+                    _ => prop_assert!(false, "untyped error: {error:#}"),
+                },
+            }
+            Ok(())
+        }
+
+        fn survives_mutations(file_name: &str, valid: &str) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(file_name);
+            std::fs::write(&path, valid).unwrap();
+            let set = load(&path).unwrap();
+            assert_eq!(set.questions.len(), 3, "the seed itself is valid");
+            let mut runner = TestRunner::new(property_config(1000));
+            runner
+                .run(&proptest::collection::vec(mutation(), 1..5), |mutations| {
+                    check_load(&path, &mutate(valid.as_bytes(), &mutations))
+                })
+                .unwrap();
+        }
+
+        #[test]
+        fn property_jsonl_parser_survives_mutations() {
+            survives_mutations("q.jsonl", JSONL);
+        }
+
+        #[test]
+        fn property_json_array_parser_survives_mutations() {
+            survives_mutations("q.json", JSON);
+        }
+
+        #[test]
+        fn property_csv_parser_survives_mutations() {
+            survives_mutations("q.csv", CSV);
+        }
+    }
 }

@@ -4,7 +4,15 @@
 //! missing (truncated, or written header-only on purpose) is still described.
 //!
 //! Every read is bounded by the file length: a malformed file yields a typed error naming the
-//! file, never a panic or a huge allocation.
+//! file, never a panic or a huge allocation. Counts and lengths are checked against what the rest
+//! of the file could hold (each metadata entry takes at least 13 bytes, each tensor info 32, each
+//! array element its fixed size, each string its 8-byte length) before anything is reserved for
+//! them, and nothing is reserved beyond a fixed cap either: the vectors grow with what is
+//! actually read. Plausibility caps (65536 entries, 262144 tensors, 2^24 elements in an array
+//! walked element by element, 256 MiB of kept metadata) bound memory and time even for a huge
+//! sparse file whose zeros parse as entries. The
+//! header is read through a 64 KiB buffer; a long array of fixed-size elements is skipped in one
+//! seek, a long string array string by string through the buffer.
 
 use crate::error::Result;
 use std::fs::File;
@@ -19,6 +27,24 @@ const MAX_STRING: u64 = 64 << 20;
 const MAX_DIMS: u32 = 4;
 /// Nesting depth of arrays of arrays accepted.
 const MAX_DEPTH: u32 = 3;
+/// Most metadata entries accepted (real models have a few dozen).
+const MAX_METADATA: u64 = 1 << 16;
+/// Most tensors accepted (real models have at most a few thousand).
+const MAX_TENSORS: u64 = 1 << 18;
+/// Longest tensor name: llama.cpp refuses names of `GGML_MAX_NAME` (64) bytes or more.
+const MAX_TENSOR_NAME: u64 = 63;
+/// Most elements of a string array or an array of arrays, which are walked element by element
+/// (the largest tokenizers have a few hundred thousand tokens and merges).
+const MAX_WALKED_ARRAY: u64 = 1 << 24;
+/// Memory the kept metadata (keys, strings, kept array elements) may take.
+const MAX_METADATA_MEMORY: u64 = 256 << 20;
+/// Entries reserved up front at most; the vectors grow with what is actually read.
+const PREALLOCATE: u64 = 1024;
+/// Fewest bytes one metadata entry takes: key length (8), value type (4), a one-byte value.
+const MIN_METADATA_BYTES: u64 = 8 + 4 + 1;
+/// Fewest bytes one tensor info takes: name length (8), dimension count (4), one dimension (8),
+/// ggml type (4), offset (8).
+const MIN_TENSOR_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +143,7 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Elements in the tensor.
     pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1, |acc, &d| acc.saturating_mul(d))
     }
 
     /// The transformer block this tensor belongs to (`blk.N.` prefix), if any.
@@ -247,6 +273,8 @@ pub struct Gguf {
 
 impl Gguf {
     /// Read the header of `path`. Errors are [`Error::Usage`] naming the file.
+    ///
+    /// [`Error::Usage`]: crate::error::Error::Usage
     pub fn open(path: &Path) -> Result<Gguf> {
         let fail = |reason: String| {
             crate::error::usage(format!(
@@ -263,14 +291,15 @@ impl Gguf {
             inner: BufReader::with_capacity(1 << 16, file),
             position: 0,
             len: file_bytes,
+            memory_left: MAX_METADATA_MEMORY,
         };
         Gguf::parse(&mut reader, path, file_bytes).map_err(fail)
     }
 
     // Linear: one read per header field, in file order; splitting would scatter the file format.
     fn parse(r: &mut Reader, path: &Path, file_bytes: u64) -> std::result::Result<Gguf, String> {
-        let magic = r.bytes(4)?;
-        if magic != b"GGUF" {
+        let magic = r.array::<4>()?;
+        if &magic != b"GGUF" {
             return Err("no GGUF magic at the start".into());
         }
         let version = r.u32()?;
@@ -281,26 +310,49 @@ impl Gguf {
         }
         let tensor_count = r.u64()?;
         let kv_count = r.u64()?;
-        // Each key/value takes at least 12 bytes and each tensor info at least 24.
-        if kv_count.saturating_mul(12) > r.remaining() {
+        // Every entry takes a minimum number of bytes: a count the rest of the file cannot hold
+        // is refused before anything is reserved for it.
+        let kv_bytes = kv_count.checked_mul(MIN_METADATA_BYTES);
+        if kv_bytes.is_none_or(|b| b > r.remaining()) {
             return Err(format!(
                 "header claims {kv_count} metadata entries, more than the file holds"
             ));
         }
-        if tensor_count.saturating_mul(24) > r.remaining() {
+        let tensor_bytes = tensor_count.checked_mul(MIN_TENSOR_BYTES);
+        if tensor_bytes.is_none_or(|b| b > r.remaining()) {
             return Err(format!(
                 "header claims {tensor_count} tensors, more than the file holds"
             ));
         }
-        let mut metadata = Vec::with_capacity(kv_count as usize);
+        if kv_bytes
+            .zip(tensor_bytes)
+            .and_then(|(k, t)| k.checked_add(t))
+            .is_none_or(|b| b > r.remaining())
+        {
+            return Err(format!(
+                "header claims {kv_count} metadata entries and {tensor_count} tensors, more than the file holds"
+            ));
+        }
+        if kv_count > MAX_METADATA {
+            return Err(format!(
+                "header claims {kv_count} metadata entries; no model has more than {MAX_METADATA}"
+            ));
+        }
+        if tensor_count > MAX_TENSORS {
+            return Err(format!(
+                "header claims {tensor_count} tensors; no model has more than {MAX_TENSORS}"
+            ));
+        }
+        let mut metadata = Vec::with_capacity(kv_count.min(PREALLOCATE) as usize);
         for index in 0..kv_count {
+            r.charge(std::mem::size_of::<(String, Value)>() as u64)?;
             let key = r
                 .string()
                 .map_err(|e| format!("metadata entry {index}: {e}"))?;
             let kind = r.u32()?;
             let value = r
                 .value(kind, 0)
-                .map_err(|e| format!("metadata `{key}`: {e}"))?;
+                .map_err(|e| format!("metadata `{}`: {e}", shown(&key)))?;
             metadata.push((key, value));
         }
         let alignment = metadata
@@ -313,9 +365,15 @@ impl Gguf {
                 "general.alignment {alignment} is not a power of two"
             ));
         }
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
+        let mut tensors = Vec::with_capacity(tensor_count.min(PREALLOCATE) as usize);
         for index in 0..tensor_count {
-            let name = r.string().map_err(|e| format!("tensor {index}: {e}"))?;
+            let name_len = r.string_len().map_err(|e| format!("tensor {index}: {e}"))?;
+            if name_len > MAX_TENSOR_NAME {
+                return Err(format!(
+                    "tensor {index} has a name of {name_len} bytes; llama.cpp allows {MAX_TENSOR_NAME}"
+                ));
+            }
+            let name = r.text(name_len)?;
             let n_dims = r.u32()?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(format!("tensor `{name}` has {n_dims} dimensions"));
@@ -346,6 +404,11 @@ impl Gguf {
                     "tensor `{name}` offset {offset} is not aligned to {alignment}"
                 ));
             }
+            if offset.checked_add(bytes).is_none() {
+                return Err(format!(
+                    "tensor `{name}` at offset {offset} with {bytes} bytes ends past 2^64"
+                ));
+            }
             tensors.push(TensorInfo {
                 name,
                 dims,
@@ -354,7 +417,22 @@ impl Gguf {
                 bytes,
             });
         }
-        let data_offset = r.position.div_ceil(alignment) * alignment;
+        let data_offset = r
+            .position
+            .checked_next_multiple_of(alignment)
+            .ok_or_else(|| format!("general.alignment {alignment} puts the data past 2^64"))?;
+        // Each tensor's end was checked above; the data section's start is added once here, so
+        // `declared_bytes` is exact (never saturated).
+        let data_end = tensors
+            .iter()
+            .map(|t| t.offset + t.bytes)
+            .max()
+            .unwrap_or(0);
+        if data_offset.checked_add(data_end).is_none() {
+            return Err(format!(
+                "its tensor data would end {data_end} bytes after byte {data_offset}, past 2^64"
+            ));
+        }
         Ok(Gguf {
             path: path.to_path_buf(),
             version,
@@ -412,10 +490,34 @@ impl Gguf {
     }
 }
 
+/// A key as error messages show it: at most 80 characters (a hostile key can be 64 MiB).
+fn shown(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &key[..end]).into(),
+        None => key.into(),
+    }
+}
+
+/// Reads the header through a buffer, with every length checked against the bytes left in the
+/// file and the memory the kept metadata may still take.
 struct Reader {
     inner: BufReader<File>,
     position: u64,
     len: u64,
+    /// Bytes of memory the kept metadata may still take ([`MAX_METADATA_MEMORY`] in all).
+    memory_left: u64,
+}
+
+/// Bytes one element of a fixed-size GGUF value type takes, or `None` for strings and arrays
+/// (whose size is in the file).
+fn fixed_size(kind: u32) -> Option<u64> {
+    match kind {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
 }
 
 impl Reader {
@@ -423,13 +525,29 @@ impl Reader {
         self.len.saturating_sub(self.position)
     }
 
-    fn bytes(&mut self, n: u64) -> std::result::Result<Vec<u8>, String> {
+    fn need(&self, n: u64) -> std::result::Result<(), String> {
         if n > self.remaining() {
             return Err(format!(
                 "the file ends at byte {} but {n} more bytes are needed at byte {}",
                 self.len, self.position
             ));
         }
+        Ok(())
+    }
+
+    /// Account for `bytes` of memory the parsed header keeps.
+    fn charge(&mut self, bytes: u64) -> std::result::Result<(), String> {
+        self.memory_left = self.memory_left.checked_sub(bytes).ok_or_else(|| {
+            format!(
+                "its metadata would take more than {} MiB of memory; no model header is that large",
+                MAX_METADATA_MEMORY >> 20
+            )
+        })?;
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64) -> std::result::Result<Vec<u8>, String> {
+        self.need(n)?;
         let mut buffer = vec![0u8; n as usize];
         self.inner
             .read_exact(&mut buffer)
@@ -438,14 +556,10 @@ impl Reader {
         Ok(buffer)
     }
 
+    /// Move past `n` bytes: within the buffer when they are in it, else one seek.
     fn skip(&mut self, n: u64) -> std::result::Result<(), String> {
-        if n > self.remaining() {
-            return Err(format!(
-                "the file ends at byte {} but {n} more bytes are needed at byte {}",
-                self.len, self.position
-            ));
-        }
-        let offset = i64::try_from(n).map_err(|_| "skip too large".to_string())?;
+        self.need(n)?;
+        let offset = i64::try_from(n).map_err(|_| format!("a skip of {n} bytes is too large"))?;
         self.inner
             .seek_relative(offset)
             .map_err(|e| format!("seek failed at byte {}: {e}", self.position))?;
@@ -454,9 +568,12 @@ impl Reader {
     }
 
     fn array<const N: usize>(&mut self) -> std::result::Result<[u8; N], String> {
-        let bytes = self.bytes(N as u64)?;
+        self.need(N as u64)?;
         let mut out = [0u8; N];
-        out.copy_from_slice(&bytes);
+        self.inner
+            .read_exact(&mut out)
+            .map_err(|e| format!("read failed at byte {}: {e}", self.position))?;
+        self.position += N as u64;
         Ok(out)
     }
 
@@ -482,9 +599,25 @@ impl Reader {
         Ok(len)
     }
 
+    /// `len` bytes of text, after [`Reader::string_len`] checked `len`. Bytes that are not
+    /// UTF-8 read as `?`, so the text is exactly as long as its bytes (U+FFFD would take three).
+    fn text(&mut self, len: u64) -> std::result::Result<String, String> {
+        let bytes = self.bytes(len)?;
+        Ok(String::from_utf8(bytes).unwrap_or_else(|e| {
+            let bytes = e.into_bytes();
+            let mut text = String::with_capacity(bytes.len());
+            for chunk in bytes.utf8_chunks() {
+                text.push_str(chunk.valid());
+                text.extend(std::iter::repeat_n('?', chunk.invalid().len()));
+            }
+            text
+        }))
+    }
+
     fn string(&mut self) -> std::result::Result<String, String> {
         let len = self.string_len()?;
-        Ok(String::from_utf8_lossy(&self.bytes(len)?).into_owned())
+        self.charge(len)?;
+        self.text(len)
     }
 
     fn value(&mut self, kind: u32, depth: u32) -> std::result::Result<Value, String> {
@@ -501,105 +634,193 @@ impl Reader {
             10 => Value::U64(self.u64()?),
             11 => Value::I64(i64::from_le_bytes(self.array()?)),
             12 => Value::F64(f64::from_le_bytes(self.array()?)),
-            9 => {
-                if depth >= MAX_DEPTH {
-                    return Err("arrays nested too deeply".into());
-                }
-                let element_type = self.u32()?;
-                let len = self.u64()?;
-                let min_size = match element_type {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8 | 10..=12 => 8,
-                    9 => 12,
-                    other => return Err(format!("unknown array element type {other}")),
-                };
-                if len.saturating_mul(min_size) > self.remaining() {
-                    return Err(format!(
-                        "an array of {len} elements runs past the end of the file"
-                    ));
-                }
-                let keep = len <= KEEP_ARRAY_ELEMENTS;
-                let mut values = Vec::with_capacity(if keep { len as usize } else { 0 });
-                let mut text_bytes = 0u64;
-                for _ in 0..len {
-                    if element_type == 8 && !keep {
-                        let n = self.string_len()?;
-                        self.skip(n)?;
-                        text_bytes += n;
-                        continue;
-                    }
-                    if !keep && element_type != 9 {
-                        self.skip(min_size)?;
-                        continue;
-                    }
-                    let value = self.value(element_type, depth + 1)?;
-                    if let Value::String(s) = &value {
-                        text_bytes += s.len() as u64;
-                    }
-                    if keep {
-                        values.push(value);
-                    }
-                }
-                Value::Array(Array {
-                    element_type,
-                    len,
-                    text_bytes,
-                    values,
-                })
-            }
+            9 => Value::Array(self.array_value(depth)?),
             other => return Err(format!("unknown value type {other}")),
         })
+    }
+
+    /// The type and length of an array, with the length checked against the file: each element
+    /// takes at least its fixed size, 8 bytes (a string's length) or 12 (an array's type and
+    /// length).
+    fn array_header(&mut self, depth: u32) -> std::result::Result<(u32, u64), String> {
+        if depth >= MAX_DEPTH {
+            return Err("arrays nested too deeply".into());
+        }
+        let element_type = self.u32()?;
+        let len = self.u64()?;
+        let min_size = match element_type {
+            8 => 8,
+            9 => 12,
+            other => {
+                fixed_size(other).ok_or_else(|| format!("unknown array element type {other}"))?
+            }
+        };
+        if len
+            .checked_mul(min_size)
+            .is_none_or(|b| b > self.remaining())
+        {
+            return Err(format!(
+                "an array of {len} elements runs past the end of the file"
+            ));
+        }
+        if fixed_size(element_type).is_none() && len > MAX_WALKED_ARRAY {
+            return Err(format!(
+                "an array of {len} strings or arrays is implausibly long (at most {MAX_WALKED_ARRAY})"
+            ));
+        }
+        Ok((element_type, len))
+    }
+
+    fn array_value(&mut self, depth: u32) -> std::result::Result<Array, String> {
+        let (element_type, len) = self.array_header(depth)?;
+        if len > KEEP_ARRAY_ELEMENTS {
+            let text_bytes = self.skip_elements(element_type, len, depth)?;
+            return Ok(Array {
+                element_type,
+                len,
+                text_bytes,
+                values: Vec::new(),
+            });
+        }
+        self.charge(len * std::mem::size_of::<Value>() as u64)?;
+        let mut values = Vec::with_capacity(len as usize);
+        let mut text_bytes = 0u64;
+        for _ in 0..len {
+            let value = self.value(element_type, depth + 1)?;
+            if let Value::String(s) = &value {
+                text_bytes = text_bytes.saturating_add(s.len() as u64);
+            }
+            values.push(value);
+        }
+        Ok(Array {
+            element_type,
+            len,
+            text_bytes,
+            values,
+        })
+    }
+
+    /// Move past `len` elements of an array that is only summarised; returns the bytes of its
+    /// string elements. Fixed-size elements are skipped in one seek; strings and nested arrays
+    /// one by one through the buffer.
+    fn skip_elements(
+        &mut self,
+        element_type: u32,
+        len: u64,
+        depth: u32,
+    ) -> std::result::Result<u64, String> {
+        if let Some(size) = fixed_size(element_type) {
+            // array_header checked that len × size fits in the file.
+            self.skip(len * size)?;
+            return Ok(0);
+        }
+        let mut text_bytes = 0u64;
+        for _ in 0..len {
+            if element_type == 8 {
+                let n = self.string_len()?;
+                self.skip(n)?;
+                text_bytes = text_bytes.saturating_add(n);
+            } else {
+                let (inner_type, inner_len) = self.array_header(depth + 1)?;
+                self.skip_elements(inner_type, inner_len, depth + 1)?;
+            }
+        }
+        Ok(text_bytes)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::alloc_probe::{largest_allocation, property_config, PARSE_ALLOCATION_LIMIT};
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use proptest::test_runner::{TestCaseError, TestRunner};
 
-    /// A minimal GGUF writer for the tests.
-    struct Writer(Vec<u8>);
+    /// A minimal GGUF writer for the tests. It notes where each count, length and type field
+    /// is (offset, width), for the property tests to aim their mutations at.
+    pub(crate) struct Writer(pub(crate) Vec<u8>, Vec<(usize, usize)>);
 
     impl Writer {
-        fn new(version: u32, tensors: u64, kvs: u64) -> Writer {
-            let mut w = Writer(b"GGUF".to_vec());
+        pub(crate) fn new(version: u32, tensors: u64, kvs: u64) -> Writer {
+            let mut w = Writer(b"GGUF".to_vec(), Vec::new());
             w.0.extend(version.to_le_bytes());
-            w.0.extend(tensors.to_le_bytes());
-            w.0.extend(kvs.to_le_bytes());
+            w.field_u64(tensors);
+            w.field_u64(kvs);
             w
         }
-        fn string(&mut self, s: &str) {
-            self.0.extend((s.len() as u64).to_le_bytes());
-            self.0.extend(s.as_bytes());
-        }
-        fn kv_u32(&mut self, key: &str, v: u32) {
-            self.string(key);
-            self.0.extend(4u32.to_le_bytes());
+        pub(crate) fn field_u32(&mut self, v: u32) {
+            self.1.push((self.0.len(), 4));
             self.0.extend(v.to_le_bytes());
         }
-        fn kv_str(&mut self, key: &str, v: &str) {
+        pub(crate) fn field_u64(&mut self, v: u64) {
+            self.1.push((self.0.len(), 8));
+            self.0.extend(v.to_le_bytes());
+        }
+        pub(crate) fn string(&mut self, s: &str) {
+            self.field_u64(s.len() as u64);
+            self.0.extend(s.as_bytes());
+        }
+        pub(crate) fn kv_u32(&mut self, key: &str, v: u32) {
             self.string(key);
-            self.0.extend(8u32.to_le_bytes());
+            self.field_u32(4);
+            self.0.extend(v.to_le_bytes());
+        }
+        pub(crate) fn kv_u64(&mut self, key: &str, v: u64) {
+            self.string(key);
+            self.field_u32(10);
+            self.0.extend(v.to_le_bytes());
+        }
+        pub(crate) fn kv_str(&mut self, key: &str, v: &str) {
+            self.string(key);
+            self.field_u32(8);
             self.string(v);
         }
-        fn kv_str_array(&mut self, key: &str, items: &[&str]) {
+        pub(crate) fn kv_str_array(&mut self, key: &str, items: &[&str]) {
             self.string(key);
-            self.0.extend(9u32.to_le_bytes());
-            self.0.extend(8u32.to_le_bytes());
-            self.0.extend((items.len() as u64).to_le_bytes());
-            for item in items {
-                self.string(item);
+            self.field_u32(9);
+            self.field_u32(8);
+            self.field_u64(items.len() as u64);
+            for (index, item) in items.iter().enumerate() {
+                // Only the first few elements' lengths are aimed at, not thousands of tokens.
+                if index < 4 {
+                    self.string(item);
+                } else {
+                    self.0.extend((item.len() as u64).to_le_bytes());
+                    self.0.extend(item.as_bytes());
+                }
             }
         }
-        fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) {
-            self.string(name);
-            self.0.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                self.0.extend(d.to_le_bytes());
+        /// An array of `len` elements of the fixed-size type `ty` (`size` bytes each).
+        pub(crate) fn kv_fixed_array(&mut self, key: &str, ty: u32, size: usize, len: u64) {
+            self.string(key);
+            self.field_u32(9);
+            self.field_u32(ty);
+            self.field_u64(len);
+            self.0
+                .extend((0..len as usize * size).map(|i| (i % 251) as u8));
+        }
+        /// An array of `outer` arrays of two u16 each.
+        pub(crate) fn kv_nested_array(&mut self, key: &str, outer: u64) {
+            self.string(key);
+            self.field_u32(9);
+            self.field_u32(9);
+            self.field_u64(outer);
+            for i in 0..outer {
+                self.field_u32(2);
+                self.field_u64(2);
+                self.0.extend((i as u16).to_le_bytes());
+                self.0.extend((i as u16 + 1).to_le_bytes());
             }
-            self.0.extend(ty.to_le_bytes());
-            self.0.extend(offset.to_le_bytes());
+        }
+        pub(crate) fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) {
+            self.string(name);
+            self.field_u32(dims.len() as u32);
+            for d in dims {
+                self.field_u64(*d);
+            }
+            self.field_u32(ty);
+            self.field_u64(offset);
         }
     }
 
@@ -717,5 +938,369 @@ mod tests {
             let path = write(dir.path(), "prefix.gguf", &w.0[..cut]);
             assert!(Gguf::open(&path).is_err(), "prefix of {cut} bytes accepted");
         }
+    }
+
+    /// A header at the start of a sparse file of `len` bytes (the rest reads as zeros).
+    fn sparse(dir: &Path, name: &str, header: &[u8], len: u64) -> PathBuf {
+        let path = write(dir, name, header);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn hostile_counts_in_a_huge_sparse_file_are_input_errors_without_reserving() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = 64u64 << 30;
+        let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            // 2^31 tensors of at least 32 bytes each do not fit in 64 GiB.
+            (
+                "tensors.gguf",
+                Writer::new(3, 1 << 31, 0).0,
+                "more than the file holds",
+            ),
+            // 2^30 tensors would fit in the bytes, but no model has that many.
+            (
+                "many_tensors.gguf",
+                Writer::new(3, 1 << 30, 0).0,
+                "no model has more",
+            ),
+            (
+                "many_keys.gguf",
+                Writer::new(3, 0, 1 << 31).0,
+                "no model has more",
+            ),
+            // Both counts together exceed the file though each alone fits.
+            (
+                "both.gguf",
+                Writer::new(3, (huge / 32) / 2 + 1, (huge / 13) / 2 + 1).0,
+                "metadata entries and",
+            ),
+        ];
+        // A string array of 2^32 elements (their lengths fit in the file): each would be walked
+        // one by one.
+        let mut w = Writer::new(3, 0, 1);
+        w.string("tokenizer.ggml.tokens");
+        w.0.extend(9u32.to_le_bytes());
+        w.0.extend(8u32.to_le_bytes());
+        w.0.extend((1u64 << 32).to_le_bytes());
+        cases.push(("strings.gguf", w.0, "implausibly long"));
+        for (name, header, expected) in cases {
+            let path = sparse(dir.path(), name, &header, huge);
+            let (result, largest) = largest_allocation(|| Gguf::open(&path));
+            let text = result.unwrap_err().to_string();
+            assert!(
+                text.contains(name) && text.contains(expected),
+                "{name}: {text}"
+            );
+            assert!(
+                largest < 1 << 20,
+                "{name}: an allocation of {largest} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn zeros_that_parse_as_entries_stop_at_the_caps() {
+        // Zeros read as entries with an empty key and a u8 value: as many as the header claims,
+        // up to the cap, and no more memory than the cap allows.
+        let dir = tempfile::tempdir().unwrap();
+        let header = Writer::new(3, 0, MAX_METADATA).0;
+        let path = sparse(dir.path(), "zeros.gguf", &header, 64 << 30);
+        let (g, largest) = largest_allocation(|| Gguf::open(&path).unwrap());
+        assert_eq!(g.metadata.len() as u64, MAX_METADATA);
+        assert!(largest <= 8 << 20, "an allocation of {largest} bytes");
+        // A key as long as a string may be, then an unknown value type: the message shows the
+        // key shortened.
+        let mut w = Writer::new(3, 0, 1);
+        w.0.extend(MAX_STRING.to_le_bytes());
+        w.0.resize(w.0.len() + MAX_STRING as usize, b'k');
+        w.0.extend(77u32.to_le_bytes());
+        let path = write(dir.path(), "key.gguf", &w.0);
+        let text = Gguf::open(&path).unwrap_err().to_string();
+        assert!(
+            text.contains("unknown value type 77") && text.len() < 400,
+            "{text:.400}"
+        );
+    }
+
+    #[test]
+    fn a_long_fixed_size_array_is_skipped_in_one_seek() {
+        // 64 GiB of u16 elements: element by element this would take minutes; one seek, no time.
+        let dir = tempfile::tempdir().unwrap();
+        let len = 32u64 << 30;
+        let mut w = Writer::new(3, 0, 2);
+        w.string("huge");
+        w.0.extend(9u32.to_le_bytes());
+        w.0.extend(2u32.to_le_bytes());
+        w.0.extend(len.to_le_bytes());
+        let header = w.0.len() as u64;
+        let mut tail = Writer(Vec::new(), Vec::new());
+        tail.kv_u32("after", 7);
+        let path = sparse(dir.path(), "array.gguf", &w.0, header + 2 * len);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &tail.0))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (g, largest) = largest_allocation(|| Gguf::open(&path).unwrap());
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        assert!(largest < 1 << 20, "an allocation of {largest} bytes");
+        match g.get("huge") {
+            Some(Value::Array(a)) => assert_eq!((a.len, a.values.len()), (len, 0)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.get("after"), Some(&Value::U32(7)));
+    }
+
+    #[test]
+    fn summarised_arrays_are_skipped_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let mut w = Writer::new(3, 0, 5);
+        w.kv_str_array("tokens", &tokens);
+        w.kv_fixed_array("types", 5, 4, 5000);
+        w.kv_nested_array("nested_long", 5000);
+        w.kv_nested_array("nested_short", 3);
+        w.kv_str("after", "ok");
+        let path = write(dir.path(), "arrays.gguf", &w.0);
+        let g = Gguf::open(&path).unwrap();
+        let array = |key: &str| match g.get(key) {
+            Some(Value::Array(a)) => a.clone(),
+            other => panic!("{key}: {other:?}"),
+        };
+        let text: u64 = tokens.iter().map(|t| t.len() as u64).sum();
+        let t = array("tokens");
+        assert_eq!((t.len, t.text_bytes, t.values.len()), (5000, text, 0));
+        let t = array("types");
+        assert_eq!((t.element_type, t.len, t.values.len()), (5, 5000, 0));
+        assert_eq!(array("nested_long").values.len(), 0);
+        let short = array("nested_short");
+        assert_eq!(
+            short.values[2],
+            Value::Array(Array {
+                element_type: 2,
+                len: 2,
+                text_bytes: 0,
+                values: vec![Value::U16(2), Value::U16(3)],
+            })
+        );
+        assert_eq!(g.get("after").and_then(Value::as_str), Some("ok"));
+        assert_eq!(g.data_offset, (w.0.len() as u64).div_ceil(32) * 32);
+    }
+
+    /// A valid header exercising every path of the reader: kept and summarised arrays of strings,
+    /// fixed-size elements and arrays, tensors of several types.
+    fn property_sample() -> Writer {
+        let tokens: Vec<String> = (0..4100).map(|i| format!("tok{i}")).collect();
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let mut w = Writer::new(3, 3, 11);
+        w.kv_str("general.architecture", "llama");
+        w.kv_u32("llama.block_count", 1);
+        w.kv_u32("llama.embedding_length", 64);
+        w.kv_u32("llama.attention.head_count", 4);
+        w.kv_u32("llama.context_length", 256);
+        w.kv_u32("general.alignment", 32);
+        w.kv_str_array("tokenizer.ggml.tokens", &tokens);
+        w.kv_fixed_array("tokenizer.ggml.token_type", 5, 4, 4100);
+        w.kv_fixed_array("llama.attention.head_count_kv", 4, 4, 1);
+        w.kv_nested_array("nested.short", 2);
+        w.kv_nested_array("nested.long", 4100);
+        w.tensor("token_embd.weight", &[64, 4100], 0, 0);
+        w.tensor("blk.0.attn_q.weight", &[64, 64], 8, 1_049_600);
+        w.tensor("output_norm.weight", &[64], 0, 1_054_080);
+        w
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// Cut the file anywhere.
+        Truncate(Index),
+        /// Cut the file a few bytes after a count, length or type field.
+        CutAtField(Index, usize),
+        /// XOR one byte.
+        Flip(Index, u8),
+        /// Write a huge (or odd) number over a count, length or type field (one of the two header
+        /// counts when the flag is set).
+        Number(Index, bool, u64),
+        /// Keep a prefix and append random bytes.
+        Tail(Index, Vec<u8>),
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(u64::MAX),
+            Just(1 << 63),
+            Just(1 << 32),
+            Just(1 << 31),
+            Just(u64::from(u32::MAX)),
+            Just(MAX_STRING),
+            Just(MAX_STRING + 1),
+            Just(KEEP_ARRAY_ELEMENTS),
+            Just(KEEP_ARRAY_ELEMENTS + 1),
+            Just(MAX_WALKED_ARRAY + 1),
+            Just(MAX_METADATA),
+            Just(MAX_TENSORS + 1),
+            0u64..16,
+            any::<u64>(),
+        ]
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            any::<Index>().prop_map(Mutation::Truncate),
+            (any::<Index>(), 0usize..12).prop_map(|(i, k)| Mutation::CutAtField(i, k)),
+            (any::<Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
+            (any::<Index>(), any::<bool>(), number())
+                .prop_map(|(i, header, v)| Mutation::Number(i, header, v)),
+            (
+                any::<Index>(),
+                proptest::collection::vec(any::<u8>(), 0..256)
+            )
+                .prop_map(|(i, t)| Mutation::Tail(i, t)),
+        ]
+    }
+
+    fn mutate(valid: &Writer, mutations: &[Mutation]) -> Vec<u8> {
+        let mut bytes = valid.0.clone();
+        let fields = &valid.1;
+        for m in mutations {
+            match m {
+                Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len() + 1)),
+                Mutation::CutAtField(i, k) => {
+                    let (at, _) = fields[i.index(fields.len())];
+                    bytes.truncate((at + k).min(bytes.len()));
+                }
+                Mutation::Flip(i, mask) if !bytes.is_empty() => {
+                    let at = i.index(bytes.len());
+                    bytes[at] ^= mask;
+                }
+                Mutation::Flip(..) => {}
+                Mutation::Number(i, header, v) => {
+                    let (at, width) = fields[i.index(if *header { 2 } else { fields.len() })];
+                    let le = v.to_le_bytes();
+                    if at + width <= bytes.len() {
+                        bytes[at..at + width].copy_from_slice(&le[..width]);
+                    }
+                }
+                Mutation::Tail(i, tail) => {
+                    bytes.truncate(i.index(bytes.len() + 1));
+                    bytes.extend(tail);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Length of the sparse files the property tests extend some inputs to: counts and lengths
+    /// up to billions are then plausible by the file's size, and only the reader's own caps
+    /// keep it from trusting them.
+    const SPARSE_LEN: u64 = 64 << 30;
+
+    /// Parse `bytes` (followed by zeros up to 64 GiB when `sparse`) as a GGUF file and, when that
+    /// succeeds, derive its shape and an estimate: no panic, no allocation above the limit, and
+    /// every failure a usage error naming the file.
+    fn check_parse(
+        path: &Path,
+        bytes: &[u8],
+        sparse: bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        // A fresh file each case: rewriting one in place makes ext4 flush it on close
+        // (its replace-by-truncate heuristic), which turns thousands of cases into minutes.
+        let _ = std::fs::remove_file(path);
+        std::fs::write(path, bytes).unwrap();
+        if sparse {
+            File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(SPARSE_LEN))
+                .unwrap();
+        }
+        let (outcome, largest) = largest_allocation(|| {
+            let g = Gguf::open(path)?;
+            let _ = (g.declared_bytes(), g.is_truncated(), g.architecture());
+            for t in &g.tensors {
+                let _ = (t.elements(), t.layer(), t.type_name());
+            }
+            let shape = crate::preflight::shape::ModelShape::from_gguf(&g)?;
+            let plan = crate::preflight::estimate::Plan {
+                ctx_per_seq: 4096,
+                n_seq: 4,
+                n_batch: 512,
+                gpu_layers: 1,
+                largest_batch: None,
+                process_baseline: 0,
+                gpu_backend: true,
+                repack: Default::default(),
+            };
+            Ok::<_, anyhow::Error>(crate::preflight::estimate::estimate(&shape, &plan))
+        });
+        prop_assert!(
+            largest <= PARSE_ALLOCATION_LIMIT,
+            "an allocation of {largest} bytes"
+        );
+        if let Err(error) = outcome {
+            let text = error.to_string();
+            prop_assert!(
+                matches!(error.downcast_ref(), Some(crate::error::Error::Usage(_))),
+                "not a usage error: {text}"
+            );
+            prop_assert!(text.contains(&path.display().to_string()), "{text}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn property_gguf_reader_survives_mutations() {
+        let valid = property_sample();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mutated.gguf");
+        // The sample itself parses, so mutations start from a file that reaches every path.
+        let g = Gguf::open(&{
+            std::fs::write(&path, &valid.0).unwrap();
+            path.clone()
+        })
+        .unwrap();
+        assert_eq!((g.metadata.len(), g.tensors.len()), (11, 3));
+        let mut runner = TestRunner::new(property_config(1000));
+        runner
+            .run(
+                &(
+                    proptest::collection::vec(mutation(), 1..5),
+                    proptest::bool::weighted(0.25),
+                ),
+                |(mutations, sparse)| check_parse(&path, &mutate(&valid, &mutations), sparse),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn property_gguf_reader_survives_random_bytes_after_a_valid_prefix() {
+        let valid = property_sample();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tail.gguf");
+        let mut runner = TestRunner::new(property_config(1000));
+        // Short prefixes (the header fields) are as likely as long ones.
+        let prefix = prop_oneof![0usize..64, 0usize..1024, 0..valid.0.len() + 1];
+        runner
+            .run(
+                &(
+                    prefix,
+                    proptest::collection::vec(any::<u8>(), 0..512),
+                    proptest::bool::weighted(0.25),
+                ),
+                |(cut, tail, sparse)| {
+                    let mut bytes = valid.0[..cut].to_vec();
+                    bytes.extend(tail);
+                    check_parse(&path, &bytes, sparse)
+                },
+            )
+            .unwrap();
     }
 }

@@ -5,6 +5,8 @@
 //! [`store`] → [`report`]. [`commands`] runs what [`cli`] parsed and is the only writer to
 //! standard output.
 
+#[cfg(test)]
+mod alloc_probe;
 pub mod cli;
 pub mod commands;
 pub mod config;

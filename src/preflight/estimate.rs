@@ -22,6 +22,11 @@
 //!   last token of each sequence only).
 //! * host extras: the vocabulary (≈ 3.9 MB + 144 B a token + 112 B a BPE merge + token text) and
 //!   the logits buffer (`parallel × n_vocab × 4`).
+//!
+//! All arithmetic saturates: a term past 2^64 bytes reads as `u64::MAX`, which no budget holds,
+//! so an absurd plan never wraps to a small number that "fits". Header values that overflow on
+//! their own are refused when the shape is read ([`overflowing_term`]), as an input error naming
+//! the file.
 
 use super::shape::{LayerRole, ModelShape};
 use serde::Serialize;
@@ -137,12 +142,16 @@ pub struct Footprint {
 impl Footprint {
     /// Sum of all parts.
     pub fn total(&self) -> u64 {
-        self.weights
-            + self.repacked
-            + self.kv_cache
-            + self.compute
-            + self.vocab_and_outputs
-            + self.overhead
+        [
+            self.weights,
+            self.repacked,
+            self.kv_cache,
+            self.compute,
+            self.vocab_and_outputs,
+            self.overhead,
+        ]
+        .into_iter()
+        .fold(0, add)
     }
 }
 
@@ -172,7 +181,59 @@ pub struct Estimate {
 }
 
 fn pad(value: u64, to: u64) -> u64 {
-    value.div_ceil(to) * to
+    mul(value.div_ceil(to), to)
+}
+
+/// `a × b`, saturating at `u64::MAX` ("more than any machine has").
+fn mul(a: u64, b: u64) -> u64 {
+    a.saturating_mul(b)
+}
+
+/// `a + b`, saturating at `u64::MAX`.
+fn add(a: u64, b: u64) -> u64 {
+    a.saturating_add(b)
+}
+
+/// The first memory term that overflows 64 bits for `shape` at its own trained context (one
+/// sequence, a full micro-batch, all layers on the CPU or all on the GPU, every repack rule on),
+/// if one does. Such a header describes no model: [`ModelShape::from_gguf`] refuses it.
+pub fn overflowing_term(shape: &ModelShape) -> Option<&'static str> {
+    let ctx = u32::try_from(shape.n_ctx_train).unwrap_or(u32::MAX);
+    for gpu_layers in [0, shape.n_layer.saturating_add(1)] {
+        let plan = Plan {
+            ctx_per_seq: ctx,
+            n_seq: 1,
+            n_batch: MAX_UBATCH as u32,
+            gpu_layers,
+            largest_batch: None,
+            process_baseline: 0,
+            gpu_backend: true,
+            repack: Repack {
+                avx2: true,
+                avx512: true,
+                neon_dotprod: true,
+            },
+        };
+        let e = estimate(shape, &plan);
+        let terms = [
+            ("the KV cache", e.kv_bytes_per_token),
+            ("the KV cache", e.host.kv_cache),
+            ("the KV cache", e.gpu.kv_cache),
+            ("the weights", e.host.weights),
+            ("the weights", e.gpu.weights),
+            ("the repacked weights", e.host.repacked),
+            ("the compute buffer", e.host.compute),
+            ("the compute buffer", e.gpu.compute),
+            ("the compute buffer", e.host_compute_reserved),
+            ("the vocabulary and logits", e.host.vocab_and_outputs),
+            ("the total", e.host_peak),
+            ("the total", e.gpu_peak),
+        ];
+        if let Some((term, _)) = terms.iter().find(|(_, bytes)| *bytes == u64::MAX) {
+            return Some(term);
+        }
+    }
+    None
 }
 
 /// Estimate memory for `shape` under `plan`.
@@ -180,11 +241,11 @@ fn pad(value: u64, to: u64) -> u64 {
 pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
     let n_layer = u64::from(shape.n_layer);
     let n_seq = u64::from(plan.n_seq.max(1));
-    let gpu_layers = plan.gpu_layers.min(shape.n_layer + 1);
+    let gpu_layers = plan.gpu_layers.min(shape.n_layer.saturating_add(1));
     // llama-context.cpp: pad the total, split per sequence, pad again.
-    let n_ctx_total = pad(u64::from(plan.ctx_per_seq.max(1)) * n_seq, CTX_PAD);
+    let n_ctx_total = pad(mul(u64::from(plan.ctx_per_seq.max(1)), n_seq), CTX_PAD);
     let n_ctx_per_seq = pad(n_ctx_total / n_seq, CTX_PAD).max(CTX_PAD);
-    let n_ctx = n_ctx_per_seq * n_seq;
+    let n_ctx = mul(n_ctx_per_seq, n_seq);
 
     // Layer il is on the GPU when il >= n_layer + 1 - gpu_layers (il == n_layer: the output layer).
     let gpu_start = (n_layer + 1).saturating_sub(u64::from(gpu_layers));
@@ -202,42 +263,53 @@ pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
     let mut host_mapped = shape.file_bytes.max(shape.declared_file_bytes);
     for t in &shape.tensors {
         if on_gpu(t.layer) {
-            gpu.weights += t.bytes;
+            gpu.weights = add(gpu.weights, t.bytes);
             host_mapped = host_mapped.saturating_sub(t.bytes);
         } else if plan.repack.applies(t.ggml_type, t.rows) && t.layer != LayerRole::Input {
-            host.repacked += t.bytes;
+            host.repacked = add(host.repacked, t.bytes);
         }
     }
     // Tied embeddings: an offloaded output layer gets its own copy of token_embd.
     if output_on_gpu && shape.tied_embeddings {
-        gpu.weights += shape
+        gpu.weights = shape
             .tensors
             .iter()
             .filter(|t| t.name == "token_embd.weight")
             .map(|t| t.bytes)
-            .sum::<u64>();
+            .fold(gpu.weights, add);
     }
     host.weights = host_mapped;
 
     let kv_per_token_layer = shape.kv_bytes_per_token_layer(KV_F16_BYTES);
-    let kv_bytes_per_token = kv_per_token_layer * n_layer;
-    gpu.kv_cache = kv_per_token_layer * n_ctx * gpu_blocks;
-    host.kv_cache = kv_per_token_layer * n_ctx * (n_layer - gpu_blocks);
+    let kv_bytes_per_token = mul(kv_per_token_layer, n_layer);
+    let kv_per_layer = mul(kv_per_token_layer, n_ctx);
+    gpu.kv_cache = mul(kv_per_layer, gpu_blocks);
+    host.kv_cache = mul(kv_per_layer, n_layer - gpu_blocks);
 
     // Compute buffer: worst-case micro-batch.
     let n_ubatch = u64::from(plan.n_batch).clamp(1, MAX_UBATCH).min(n_ctx);
     let n_outputs = n_ubatch; // n_outputs_max defaults to n_batch >= n_ubatch
     let n_masks = if shape.sliding_window.is_some() { 2 } else { 1 };
-    let masks = n_masks * n_ctx_per_seq * n_ubatch * 2;
-    let per_token_layer = 4 * (3 * shape.n_ff + (3 * shape.n_embd) / 2 + (5 * shape.q_dim()) / 2);
-    let layers_part = n_ubatch * per_token_layer;
-    let output_part = n_outputs * shape.n_vocab * 4 + 5 * shape.n_embd * n_ubatch * 4;
-    let reserved_full = output_part.max(layers_part) + masks;
-    let host_inputs = 2 * shape.n_embd * n_ubatch * 4 + masks;
+    let masks = mul(mul(n_masks * 2, n_ctx_per_seq), n_ubatch);
+    // A saturated term stays saturated: halving u64::MAX and multiplying by 4 saturates again.
+    let per_token_layer = mul(
+        4,
+        add(
+            add(mul(3, shape.n_ff), mul(3, shape.n_embd) / 2),
+            mul(5, shape.q_dim()) / 2,
+        ),
+    );
+    let layers_part = mul(n_ubatch, per_token_layer);
+    let output_part = add(
+        mul(mul(n_outputs, shape.n_vocab), 4),
+        mul(mul(5 * 4, shape.n_embd), n_ubatch),
+    );
+    let reserved_full = add(output_part.max(layers_part), masks);
+    let host_inputs = add(mul(mul(2 * 4, shape.n_embd), n_ubatch), masks);
     let batch_tokens = plan
         .largest_batch
         .map_or(n_ubatch, |b| u64::from(b).clamp(1, n_ubatch));
-    let touched = COMPUTE_TOUCHED_FIXED + batch_tokens * per_token_layer;
+    let touched = add(COMPUTE_TOUCHED_FIXED, mul(batch_tokens, per_token_layer));
     if gpu_layers == 0 {
         host.compute = touched;
         gpu.compute = 0;
@@ -245,11 +317,14 @@ pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
         gpu.compute = if output_on_gpu {
             reserved_full
         } else {
-            layers_part + masks
+            add(layers_part, masks)
         };
         // The host keeps the input embeddings (and the logits while the output layer is on it).
         host.compute = if output_on_gpu {
-            COMPUTE_TOUCHED_FIXED + batch_tokens * shape.n_embd * 4 * 2
+            add(
+                COMPUTE_TOUCHED_FIXED,
+                mul(mul(batch_tokens, shape.n_embd), 4 * 2),
+            )
         } else {
             touched
         };
@@ -260,14 +335,17 @@ pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
         host_inputs
     };
 
-    host.vocab_and_outputs = VOCAB_FIXED
-        + shape.n_vocab * VOCAB_PER_TOKEN
-        + shape.n_merges * VOCAB_PER_MERGE
-        + shape.tokenizer_text_bytes
-        + n_seq * shape.n_vocab * 4;
+    host.vocab_and_outputs = [
+        mul(shape.n_vocab, VOCAB_PER_TOKEN),
+        mul(shape.n_merges, VOCAB_PER_MERGE),
+        shape.tokenizer_text_bytes,
+        mul(mul(n_seq, shape.n_vocab), 4),
+    ]
+    .into_iter()
+    .fold(VOCAB_FIXED, add);
     host.overhead = plan.process_baseline;
     if plan.gpu_backend && gpu_layers > 0 {
-        host.overhead += CUDA_HOST_OVERHEAD;
+        host.overhead = add(host.overhead, CUDA_HOST_OVERHEAD);
         gpu.overhead = CUDA_DEVICE_OVERHEAD;
     }
     let host_peak = host.total();
