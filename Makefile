@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: all deps test-deps pydeps build model models run run-bg status stop monitor test fuzz bench profile lint fmt clean
+.PHONY: all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -88,6 +88,11 @@ test: deps test-deps models pydeps
 # The property tests alone, with many more cases than `cargo test` runs (1000 each): mutated and
 # truncated GGUF headers and question files must parse or fail as a typed error, without a panic
 # or a large allocation. Under a minute on 2 cores at the default (build included).
+# The fault matrix with a longer kill -9 series (FAULT_KILLS, default 200; FAULT_SEED repeats one).
+FAULT_KILLS ?= 200
+faults: build models
+	FAULT_KILLS=$(FAULT_KILLS) $(CARGO) test --release --test tests faults -- --test-threads=1 --nocapture
+
 FUZZ_CASES ?= 20000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib property -- --test-threads=2
