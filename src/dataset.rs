@@ -19,7 +19,7 @@ const KNOWN_FIELDS: [&str; 7] = [
 ];
 
 /// One validated question.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Question {
     /// Unique id (given, or the 1-based line/row/element number).
     pub id: String,

@@ -200,11 +200,9 @@ pub fn summary_text(store: &Store, run_id: i64) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GenerationSettings;
     use crate::dataset::Question;
-    use crate::record::HostRecord;
     use crate::report::fixture::{HOSTILE_ERROR, HOSTILE_MODEL};
-    use crate::store::{AnswerRow, NewRun, RunStatus};
+    use crate::store::{AnswerRow, RunStatus};
 
     /// A run of a hostile model file whose one question (with a hostile id) ended in a hostile
     /// error, stopped with a hostile reason: all stored through the store.
@@ -213,29 +211,11 @@ mod tests {
         let store = Store::open(&dir.path().join("r.db")).unwrap();
         let question = Question {
             id: "q\u{1b}[2K1".into(),
-            ordinal: 1,
-            line: 1,
             question: "?".into(),
-            reference: None,
-            choices: None,
-            answer_index: None,
             category: Some("<img src=x onerror=alert(1)>|x".into()),
-            context: None,
-            extra: Default::default(),
+            ..Default::default()
         };
-        let run_id = store
-            .create_run(&NewRun {
-                model_path: "models/m.gguf",
-                model_name: HOSTILE_MODEL,
-                model_size_bytes: 1,
-                model_sha256: "x",
-                questions_path: "q.jsonl",
-                questions_sha256: "y",
-                settings: &GenerationSettings::default(),
-                host: &HostRecord::default(),
-                questions: &[question],
-            })
-            .unwrap();
+        let run_id = store.test_run(HOSTILE_MODEL, std::slice::from_ref(&question));
         let row = AnswerRow {
             question_id: "q\u{1b}[2K1".into(),
             ok: false,

@@ -4,11 +4,9 @@
 //! every figure they share must be the same number.
 
 use super::*;
-use crate::config::GenerationSettings;
 use crate::dataset::Question;
 use crate::monitor::{GpuSample, MemorySample};
-use crate::record::HostRecord;
-use crate::store::{AnswerRow, NewRun, RunStatus};
+use crate::store::{AnswerRow, RunStatus};
 
 const GIB: u64 = 1 << 30;
 
@@ -89,19 +87,7 @@ fn fixture() -> (tempfile::TempDir, Store, i64) {
         question("q8", "b", false, None),
         question("q9", "a", false, Some("x")),
     ];
-    let run_id = store
-        .create_run(&NewRun {
-            model_path: "models/m.Q8_0.gguf",
-            model_name: "m.Q8_0",
-            model_size_bytes: 1,
-            model_sha256: "x",
-            questions_path: "q.jsonl",
-            questions_sha256: "y",
-            settings: &GenerationSettings::default(),
-            host: &HostRecord::default(),
-            questions: &questions,
-        })
-        .unwrap();
+    let run_id = store.test_run("m.Q8_0", &questions);
     let rows: [Row; 8] = [
         ("q1", true, Some(1.0), None, None, 100.0),
         ("q2", true, Some(0.0), None, None, 300.0),

@@ -409,6 +409,25 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// A run of `questions` with placeholder identity, as the tests of other modules need one.
+    pub(crate) fn test_run(&self, model_name: &str, questions: &[Question]) -> i64 {
+        self.create_run(&NewRun {
+            model_path: "models/m.Q8_0.gguf",
+            model_name,
+            model_size_bytes: 1,
+            model_sha256: "x",
+            questions_path: "q.jsonl",
+            questions_sha256: "y",
+            settings: &GenerationSettings::default(),
+            host: &HostRecord::default(),
+            questions,
+        })
+        .expect("create a test run")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -457,29 +476,10 @@ mod tests {
         let store = Store::open(&dir.path().join("r.db")).unwrap();
         let questions = vec![Question {
             id: "q1".into(),
-            ordinal: 1,
-            line: 1,
             question: "?".into(),
-            reference: None,
-            choices: None,
-            answer_index: None,
-            category: None,
-            context: None,
-            extra: Default::default(),
+            ..Default::default()
         }];
-        let run_id = store
-            .create_run(&NewRun {
-                model_path: "m",
-                model_name: "m",
-                model_size_bytes: 1,
-                model_sha256: "x",
-                questions_path: "q",
-                questions_sha256: "y",
-                settings: &GenerationSettings::default(),
-                host: &HostRecord::default(),
-                questions: &questions,
-            })
-            .unwrap();
+        let run_id = store.test_run("m", &questions);
         let row = AnswerRow {
             question_id: "q1".into(),
             ok: true,
@@ -571,30 +571,11 @@ mod tests {
         let path = dir.path().join("r.db");
         let question = Question {
             id: "q1".into(),
-            ordinal: 1,
-            line: 1,
             question: "?".into(),
-            reference: None,
-            choices: None,
-            answer_index: None,
-            category: None,
-            context: None,
-            extra: Default::default(),
+            ..Default::default()
         };
         let mut first = Store::open(&path).unwrap();
-        let run_id = first
-            .create_run(&NewRun {
-                model_path: "m",
-                model_name: "m",
-                model_size_bytes: 1,
-                model_sha256: "x",
-                questions_path: "q",
-                questions_sha256: "y",
-                settings: &GenerationSettings::default(),
-                host: &HostRecord::default(),
-                questions: std::slice::from_ref(&question),
-            })
-            .unwrap();
+        let run_id = first.test_run("m", std::slice::from_ref(&question));
         let a = Holder {
             pid: 1,
             started_at: "10".into(),
