@@ -130,10 +130,11 @@ fn kill_9_at_random_moments_loses_no_committed_row() {
 }
 
 /// A tmpfs of `size`, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
+pub struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    /// Mount one at `at`; `None` where this machine does not allow it.
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).ok()?;
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -143,13 +144,19 @@ impl Tmpfs {
         status.success().then(|| Tmpfs(at.to_path_buf()))
     }
 
-    fn resize(&self, size: &str) {
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Change its mount options (`size=64M`, `ro`).
+    pub fn remount(&self, options: &str) {
         let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
+            .args(["-o", &format!("remount,{options}")])
             .arg(&self.0)
             .status()
             .unwrap();
-        assert!(status.success(), "remount");
+        assert!(status.success(), "remount {options}");
     }
 }
 
@@ -198,7 +205,7 @@ fn a_full_disk_fails_the_run_keeps_its_rows_and_resume_finishes_it() {
         BTreeMap::new()
     };
     std::fs::remove_file(&filler).unwrap();
-    disk.resize("64M");
+    disk.remount("size=64M");
     if db.exists() {
         integrity_ok(&db);
     }

@@ -6,6 +6,7 @@ mod util;
 
 mod exit_codes;
 mod faults;
+mod hardening;
 mod operate;
 mod parallel;
 mod preflight;
