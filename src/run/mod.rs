@@ -270,7 +270,7 @@ fn record_plan(
         execution: request.execution.clone(),
     };
     log::info!(
-        "predicted peak: RSS {}, GPU {} (KV cache {}, compute {}); context {} tokens per sequence x {} sequences; batch {}; {} threads; shared prompt prefix {} tokens",
+        "predicted peak: RSS {}, GPU {} (KV cache {}, compute {}); context {} tokens per sequence x {} sequences; batch {}; {} threads; shared prompt prefix: {} tokens",
         crate::units::gib(predicted.host_peak),
         crate::units::gib(predicted.gpu_peak),
         crate::units::gib(record.preflight.kv_cache_bytes),
