@@ -34,11 +34,13 @@ pub fn execute(cli: Cli) -> Result<u8> {
 /// Write `text` to standard output. A closed pipe (`| head`) is not an error: the reader has
 /// what it wanted.
 fn print(text: &str) -> Result<()> {
+    print_bytes(text.as_bytes())
+}
+
+/// [`print`] for output that is already bytes (a rendered report).
+fn print_bytes(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to standard output"),
     }
@@ -129,7 +131,7 @@ fn write_report(
     let bytes = report::render(&comparison, Format::choose(format, out));
     match out {
         Some(path) => write_out(path, &bytes, store.path())?,
-        None => print(&String::from_utf8_lossy(&bytes))?,
+        None => print_bytes(&bytes)?,
     }
     Ok(exit_code::OK)
 }

@@ -134,8 +134,7 @@ pub fn load(path: &Path) -> Result<QuestionSet> {
 
 /// sha256 of a byte slice, lowercase hex.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::units::hex(&Sha256::digest(bytes))
 }
 
 fn decode_utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {

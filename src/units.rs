@@ -42,6 +42,11 @@ pub fn duration_text(seconds: f64) -> String {
     )
 }
 
+/// Bytes as lowercase hex (digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Current UTC time as ISO-8601 text with milliseconds, the format of every time column.
 pub fn now_text() -> String {
     time_text(chrono::Utc::now())

@@ -7,6 +7,19 @@ use std::process::{Command, Stdio};
 
 const FAST: &[&str] = &["--max-tokens", "4", "--threads", "2", "--ctx", "512"];
 
+/// `results.db` in `dir` holding one finished run of the first `limit` bundled questions.
+fn finished_run(dir: &std::path::Path, limit: &str) -> std::path::PathBuf {
+    let db = dir.join("results.db");
+    let done = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[FAST, &["--limit", limit]].concat(),
+    );
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    db
+}
+
 #[test]
 fn one_question_and_identical_questions_run_cleanly() {
     let dir = tempdir();
@@ -46,14 +59,7 @@ fn one_question_and_identical_questions_run_cleanly() {
 #[test]
 fn stop_refuses_a_process_that_is_not_this_databases_writer() {
     let dir = tempdir();
-    let db = dir.path().join("results.db");
-    let done = run(
-        &smollm(),
-        &bundled_questions(),
-        &db,
-        &[FAST, &["--limit", "1"]].concat(),
-    );
-    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let db = finished_run(dir.path(), "1");
     // An edited (or copied) database names a live process that is not docent-eval.
     let mut bystander = Command::new("sleep")
         .arg("120")
@@ -95,14 +101,7 @@ fn stop_refuses_a_process_that_is_not_this_databases_writer() {
 #[test]
 fn report_output_never_lands_on_the_database() {
     let dir = tempdir();
-    let db = dir.path().join("results.db");
-    let done = run(
-        &smollm(),
-        &bundled_questions(),
-        &db,
-        &[FAST, &["--limit", "1"]].concat(),
-    );
-    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let db = finished_run(dir.path(), "1");
     let before = std::fs::read(&db).unwrap();
     let db_text = db.to_str().unwrap();
     let same_file_other_spelling = format!("{}/./results.db", dir.path().display());
@@ -129,14 +128,7 @@ fn report_output_never_lands_on_the_database() {
 #[test]
 fn read_commands_work_on_a_read_only_mount() {
     let dir = tempdir();
-    let db = dir.path().join("results.db");
-    let done = run(
-        &smollm(),
-        &bundled_questions(),
-        &db,
-        &[FAST, &["--limit", "2"]].concat(),
-    );
-    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let db = finished_run(dir.path(), "2");
     let Some(mount) = crate::faults::Tmpfs::mount(&dir.path().join("archive"), "8M") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the read-only mount case is not tested on this machine");
         return;

@@ -140,11 +140,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buffer[..read]);
     }
-    Ok(hex_sha256_digest(&hasher.finalize()))
-}
-
-fn hex_sha256_digest(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(crate::units::hex(&hasher.finalize()))
 }
 
 /// Per-question seed: independent of scheduling order and of which questions share a batch.
