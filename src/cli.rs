@@ -230,7 +230,7 @@ pub struct RunArgs {
     /// CPU threads for llama.cpp [default: all cores].
     #[arg(long)]
     pub threads: Option<u32>,
-    /// Tokens per llama.cpp batch.
+    /// Tokens per llama.cpp batch (16 to 65536).
     #[arg(long, default_value_t = 512)]
     pub batch_size: u32,
     /// Seconds in-flight questions may take to finish after Ctrl-C/SIGTERM.
