@@ -3,7 +3,8 @@
 #                       if none, run the bundled questions -> results.db
 #   make test           also install what only the tests need (test-deps, models, pydeps), then
 #                       run the whole suite
-#   make run CUDA=1     the same with llama.cpp's CUDA backend (needs nvcc; see docs/cuda.md)
+#   make build-cuda     the CUDA build (toolkit from NVIDIA's PyPI wheels into .cuda/, binary in
+#                       target/cuda/release/); make test-cuda runs the suite against it (docs/cuda.md)
 #   make run-bg / status / stop / monitor    a long run in the background (docs/running.md)
 #   make fuzz           the property tests (GGUF reader, question parsers, memory estimate) with
 #                       many more cases (FUZZ_CASES, default 20000)
@@ -12,8 +13,7 @@ SHELL := /bin/bash
 # cargo from rustup, also when make is started without a login shell (CI).
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
-FEATURES := $(if $(CUDA),--features cuda,)
-BIN := target/release/docent-eval
+BIN := $(if $(CUDA),target/cuda/release/docent-eval,target/release/docent-eval)
 QUESTIONS ?= questions/korean_history_sample.jsonl
 DB ?= results.db
 PARALLEL ?= 1
@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
+.PHONY: build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -55,8 +55,42 @@ test-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-build: deps
-	$(CARGO) build --release $(FEATURES)
+build: $(if $(CUDA),build-cuda,deps)
+	$(if $(CUDA),@true,$(CARGO) build --release)
+
+# The CUDA build. llama.cpp's CUDA backend becomes a module (libggml-cuda.so) that llama.cpp loads
+# at run time beside the binary (GGML_BACKEND_DL, as llama.cpp's release builds do): on a machine
+# without a GPU or driver it fails to load and the binary runs on the CPU. The toolkit comes from
+# NVIDIA's PyPI wheels into .cuda/ (scripts/cuda/toolkit.sh). CUDA_ARCHS picks the GPUs to compile
+# for (80 = A100, 90 = H100/H200; 86/89 for RTX 30xx/40xx); CUDA_MAJOR 12 for drivers older than
+# 580. About CUDA_BUILD_MINUTES on 2 cores for two architectures; not part of `make test`.
+CUDA_MAJOR ?= 13
+CUDA_MINOR ?= 0
+CUDA_ARCHS ?= 80-real;90-real
+CUDA_DIR := $(CURDIR)/.cuda
+CUDA_TARGET := $(CURDIR)/target/cuda
+CUDA_BIN := $(CUDA_TARGET)/release/docent-eval
+CUDA_ENV = root=$$(scripts/cuda/toolkit.sh $(CUDA_DIR) $(CUDA_MAJOR) $(CUDA_MINOR)) && \
+	export PATH=$$root/bin:$$PATH CUDA_PATH=$$root CUDAToolkit_ROOT=$$root \
+	  CMAKE_CUDA_COMPILER=$$root/bin/nvcc CMAKE_CUDA_ARCHITECTURES='$(CUDA_ARCHS)' \
+	  GGML_BACKEND_DL=ON GGML_BACKEND_DIR=$(CUDA_TARGET)/release \
+	  CMAKE_INSTALL_RPATH="\$$ORIGIN;$$root/lib" CARGO_TARGET_DIR=$(CUDA_TARGET)
+build-cuda: deps
+	$(CUDA_ENV) && $(CARGO) build --release --features cuda
+	@echo "CUDA build: $(CUDA_BIN) (with its libraries beside it in $(CUDA_TARGET)/release)"
+# What a GPU machine without Rust or network needs, packed into .device/ (scripts/gpu/bundle.sh),
+# and the prepared check itself (scripts/gpu/device-check.sh); `make gpu-check` runs it here, on
+# the CPU with a tiny model when there is no GPU.
+gpu-bundle: build-cuda models pydeps
+	scripts/gpu/bundle.sh
+GPU_CHECK_ARGS ?= $(if $(shell command -v nvidia-smi),,PRESET=tiny PARALLEL="1 4" MAX_TOKENS=16 GPU_MD=bench/work/gpu-cpu.md)
+gpu-check: build-cuda models pydeps
+	scripts/gpu/bundle.sh
+	$(GPU_CHECK_ARGS) scripts/gpu/device-check.sh $(CUDA_TARGET)/release
+# The whole CPU suite against the CUDA binary (on a machine without a GPU it must behave as the
+# CPU build does).
+test-cuda: build-cuda test-deps models pydeps
+	$(CUDA_ENV) && $(CARGO) test --release --features cuda -- --test-threads=1
 
 $(SMOLLM):
 	scripts/fetch-model.sh smollm2
@@ -81,9 +115,9 @@ run: build model
 
 # Tests build in the release profile, so llama.cpp is compiled once (about 7 minutes on 2
 # cores) and shared with `make run`; the end-to-end tests run the real binary on real models.
-test: deps test-deps models pydeps
-	$(CARGO) build --release $(FEATURES)
-	$(CARGO) test --release $(FEATURES) -- --test-threads=1
+test: $(if $(CUDA),test-cuda,deps test-deps models pydeps)
+	$(if $(CUDA),@true,$(CARGO) build --release)
+	$(if $(CUDA),@true,$(CARGO) test --release -- --test-threads=1)
 
 # The property tests alone, with many more cases than `cargo test` runs (1000 each): mutated and
 # truncated GGUF headers and question files must parse or fail as a typed error, without a panic

@@ -8,6 +8,10 @@ Three kinds of file:
       make_gguf.py --arch llama --layers 4 --hidden 128 --heads 8 --kv-heads 2 --ffn 256 \
                    --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf --out tiny-llama.gguf
 * the same with its tensor data cut in half (valid header, truncated data): --truncate
+* a runnable model of a large model's real shapes with random Q4_0 weights (written as random
+  quantized blocks, so an 8B-shaped file takes seconds), e.g. for GPU speed checks:
+      make_gguf.py --preset bllossom-8b --quant q4_0 --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf \
+                   --pad-vocab --out bllossom-shaped-q4_0.gguf
 * a header-only file with the real shapes of a large model, its tensors declared with the
   types llama.cpp's Q4_K_M (or F16) recipe gives them and no data, for metadata-only estimates:
       make_gguf.py --preset qwen2.5-14b --quant q4_k_m --metadata-only --out qwen14b.gguf
@@ -41,7 +45,9 @@ PRESETS = {
                         rope_theta=1000000.0, merges=151387, tied=False),
 }
 
-FILE_TYPE = {"f16": 1, "q4_k_m": 15}
+FILE_TYPE = {"f16": 1, "q4_0": 2, "q4_k_m": 15}
+# Token type llama.cpp gives tokens no text maps to (--pad-vocab).
+TOKEN_UNUSED = 5
 
 
 def use_more_bits(i_layer: int, n_layer: int) -> bool:
@@ -55,6 +61,8 @@ def tensor_type(name: str, layer: int, n_layer: int, quant: str, ndim: int) -> T
         return T.F32
     if quant == "f16":
         return T.F16
+    if quant == "q4_0":
+        return T.Q4_0
     if name == "output.weight":
         return T.Q6_K
     if name.endswith("attn_v.weight") or name.endswith("ffn_down.weight"):
@@ -100,8 +108,20 @@ def nbytes(shape, ggml_type: T) -> int:
     return n // block * size
 
 
-def copy_tokenizer(writer: "gguf.GGUFWriter", source: str) -> int:
-    """Copy every tokenizer.* key of `source`; returns its vocabulary size."""
+def random_q4_0(rng, shape, std: float = 0.02) -> np.ndarray:
+    """Random Q4_0 blocks for a (rows, cols) matrix, as the raw bytes GGUF stores: per block of 32
+    weights an f16 scale then 16 bytes of 4-bit values (weight = scale * (q - 8)). Uniform q has a
+    standard deviation of about 4.6, so the scale gives weights of about `std`."""
+    rows, cols = shape
+    blocks = cols // 32
+    data = rng.integers(0, 256, size=(rows, blocks, 18), dtype=np.uint8)
+    data[:, :, 0:2] = np.frombuffer(np.float16(std / 4.6).tobytes(), np.uint8)
+    return data.reshape(rows, blocks * 18)
+
+
+def copy_tokenizer(writer: "gguf.GGUFWriter", source: str, pad_to: int = 0) -> int:
+    """Copy every tokenizer.* key of `source`, appending unused tokens up to `pad_to` (so a model
+    of another vocabulary's size can borrow it); returns the vocabulary size."""
     reader = gguf.GGUFReader(source)
     vocab = 0
     for key, field in reader.fields.items():
@@ -115,7 +135,12 @@ def copy_tokenizer(writer: "gguf.GGUFWriter", source: str) -> int:
             else:
                 values = [field.parts[i].tolist()[0] for i in field.data]
             if key == "tokenizer.ggml.tokens":
+                values += [f"<|unused_{i}|>".encode() for i in range(len(values), pad_to)]
                 vocab = len(values)
+            elif key == "tokenizer.ggml.token_type":
+                values += [TOKEN_UNUSED] * max(0, pad_to - len(values))
+            elif key == "tokenizer.ggml.scores":
+                values += [0.0] * max(0, pad_to - len(values))
             writer.add_key_value(key, values, V.ARRAY, sub_type=sub)
         elif main == V.STRING:
             writer.add_key_value(key, bytes(field.parts[field.data[0]]), V.STRING)
@@ -153,7 +178,11 @@ def main() -> None:
     ap.add_argument("--merges", type=int, default=0, help="BPE merges (header-only files without --vocab-from)")
     ap.add_argument("--tied", action="store_true", help="no output.weight: the output reuses token_embd")
     ap.add_argument("--quant", choices=sorted(FILE_TYPE), default="f16",
-                    help="tensor types: f16, or llama.cpp's Q4_K_M recipe (header-only files only)")
+                    help="tensor types: f16, q4_0 (random quantized blocks), or llama.cpp's Q4_K_M "
+                         "recipe (header-only files only)")
+    ap.add_argument("--pad-vocab", action="store_true",
+                    help="with --preset and --vocab-from: pad the borrowed tokenizer with unused "
+                         "tokens to the preset's vocabulary size")
     ap.add_argument("--metadata-only", action="store_true", help="declare the tensors, write no data")
     ap.add_argument("--truncate", action="store_true", help="cut the tensor data in half (a broken file)")
     ap.add_argument("--seed", type=int, default=0)
@@ -168,8 +197,8 @@ def main() -> None:
         tied = p["tied"]
         a.vocab = a.vocab or p["vocab"]
         merges = merges or p["merges"]
-    if a.quant != "f16" and not a.metadata_only:
-        sys.exit("--quant q4_k_m is for --metadata-only files; runnable test models are F16")
+    if a.quant == "q4_k_m" and not a.metadata_only:
+        sys.exit("--quant q4_k_m is for --metadata-only files; runnable models are f16 or q4_0")
     if a.hidden % a.heads or a.heads % a.kv_heads:
         sys.exit("--hidden must be a multiple of --heads, and --heads of --kv-heads")
 
@@ -186,7 +215,7 @@ def main() -> None:
     writer.add_rope_freq_base(rope_theta)
     writer.add_rope_dimension_count(a.hidden // a.heads)
     if a.vocab_from:
-        vocab = copy_tokenizer(writer, a.vocab_from)
+        vocab = copy_tokenizer(writer, a.vocab_from, a.vocab if a.pad_vocab else 0)
     elif a.metadata_only and a.vocab:
         vocab = a.vocab
         synthetic_tokenizer(writer, vocab, merges)
@@ -203,6 +232,8 @@ def main() -> None:
         elif len(shape) == 1:
             values = np.ones(shape, np.float32) if tname.endswith("norm.weight") else np.zeros(shape, np.float32)
             writer.add_tensor(tname, values)
+        elif ttype == T.Q4_0:
+            writer.add_tensor(tname, random_q4_0(rng, shape), raw_dtype=T.Q4_0)
         else:
             writer.add_tensor(tname, (rng.standard_normal(shape, np.float32) * 0.02).astype(np.float16))
 
@@ -220,7 +251,7 @@ def main() -> None:
         with open(a.out, "r+b") as f:
             f.seek(0, 2)
             size = f.tell()
-            data = sum(nbytes(s, T.F16 if len(s) > 1 else T.F32) for _, s, _ in shapes)
+            data = sum(nbytes(s, tensor_type(n, l, a.layers, a.quant, len(s))) for n, s, l in shapes)
             f.truncate(size - data // 2)
         print(f"{a.out}: truncated to {size - data // 2} of {size} bytes")
     else:

@@ -8,6 +8,7 @@ DROP VIEW IF EXISTS errors;
 DROP VIEW IF EXISTS memory_peaks;
 DROP VIEW IF EXISTS answer_grades;
 DROP VIEW IF EXISTS memory_by_time;
+DROP VIEW IF EXISTS loglik_grades;
 
 -- Every question of a run with how it is graded:
 --   kind 'mc'   multiple choice with a known correct index;
@@ -33,6 +34,57 @@ SELECT q.run_id,
        CASE WHEN a.status = 'ok' THEN a.ttft_ms END                     AS ok_ttft_ms
 FROM questions q
 LEFT JOIN answers a ON a.run_id = q.run_id AND a.question_id = q.question_id;
+
+-- Every multiple-choice question scored by log-likelihood (choice_scores), with the choice each
+-- normalisation picks and whether it is the correct one:
+--   acc        the largest summed log-probability;
+--   acc_norm   the largest log-probability per character of the continuation (lm-evaluation-
+--              harness's acc_norm);
+--   acc_bytes  per UTF-8 byte;
+--   acc_token  per token (llama-perplexity's mean over the continuation's tokens).
+-- Ties go to the first choice, as numpy's argmax in lm-evaluation-harness. chance = 1 / choices.
+-- generated_agrees: the answer generated in the same run (--mc-scoring both) chose the same as acc.
+CREATE VIEW loglik_grades AS
+WITH ranked AS (
+    SELECT run_id, question_id, choice_index, tokens_computed, tokens_reused,
+           ROW_NUMBER() OVER w_acc   AS r_acc,
+           ROW_NUMBER() OVER w_norm  AS r_norm,
+           ROW_NUMBER() OVER w_bytes AS r_bytes,
+           ROW_NUMBER() OVER w_token AS r_token,
+           COUNT(*) OVER (PARTITION BY run_id, question_id) AS choices
+    FROM choice_scores
+    WINDOW w_acc   AS (PARTITION BY run_id, question_id ORDER BY logprob DESC, choice_index),
+           w_norm  AS (PARTITION BY run_id, question_id ORDER BY logprob / NULLIF(chars, 0) DESC, choice_index),
+           w_bytes AS (PARTITION BY run_id, question_id ORDER BY logprob / NULLIF(bytes, 0) DESC, choice_index),
+           w_token AS (PARTITION BY run_id, question_id ORDER BY logprob / NULLIF(tokens, 0) DESC, choice_index)
+),
+picks AS (
+    SELECT run_id, question_id, MAX(choices) AS choices,
+           MAX(CASE WHEN r_acc = 1 THEN choice_index END)   AS acc_choice,
+           MAX(CASE WHEN r_norm = 1 THEN choice_index END)  AS acc_norm_choice,
+           MAX(CASE WHEN r_bytes = 1 THEN choice_index END) AS acc_bytes_choice,
+           MAX(CASE WHEN r_token = 1 THEN choice_index END) AS acc_token_choice,
+           SUM(tokens_computed) AS tokens_computed,
+           SUM(tokens_reused)   AS tokens_reused
+    FROM ranked GROUP BY run_id, question_id
+)
+SELECT p.run_id, p.question_id, q.ordinal,
+       COALESCE(q.category, '(none)')                AS category,
+       q.answer_index,
+       p.choices,
+       (q.answer_index IS NOT NULL)                  AS graded,
+       p.acc_choice, p.acc_norm_choice, p.acc_bytes_choice, p.acc_token_choice,
+       (p.acc_choice = q.answer_index)               AS acc,
+       (p.acc_norm_choice = q.answer_index)          AS acc_norm,
+       (p.acc_bytes_choice = q.answer_index)         AS acc_bytes,
+       (p.acc_token_choice = q.answer_index)         AS acc_token,
+       1.0 / p.choices                               AS chance,
+       CASE WHEN a.finish_reason <> 'loglik' AND a.status = 'ok'
+            THEN (a.chosen_index IS NOT NULL AND a.chosen_index = p.acc_choice) END AS generated_agrees,
+       p.tokens_computed, p.tokens_reused
+FROM picks p
+JOIN questions q     ON q.run_id = p.run_id AND q.question_id = p.question_id
+LEFT JOIN answers a  ON a.run_id = p.run_id AND a.question_id = p.question_id;
 
 -- One row per run and sample time: RSS, RAM and swap as sampled, GPU memory summed over GPUs
 -- (NULL without NVML).
@@ -119,6 +171,17 @@ mem AS (
            MAX(gpu_total_bytes)  AS gpu_total_bytes
     FROM memory_by_time GROUP BY run_id
 ),
+loglik AS (
+    SELECT run_id,
+           SUM(graded)                                  AS scored,
+           SUM(graded AND acc)                          AS acc,
+           SUM(graded AND acc_norm)                     AS acc_norm,
+           SUM(graded AND acc_bytes)                    AS acc_bytes,
+           SUM(graded AND acc_token)                    AS acc_token,
+           AVG(CASE WHEN graded THEN chance END)        AS chance,
+           AVG(generated_agrees)                        AS agreement
+    FROM loglik_grades GROUP BY run_id
+),
 peaks AS (
     SELECT r.id AS run_id,
            NULLIF(MAX(COALESCE(m.peak_rss_bytes, 0), COALESCE(a.peak_answer_rss_bytes, 0)), 0) AS peak_rss_bytes,
@@ -147,6 +210,13 @@ SELECT r.id                                   AS run_id,
        COALESCE(g.free_exact, 0)              AS exact_matches,
        ROUND(1.0 * g.free_exact / NULLIF(g.free_graded, 0), 4)   AS exact_match_rate,
        ROUND(g.mean_f1, 4)                    AS mean_f1,
+       COALESCE(ll.scored, 0)                 AS loglik_scored,
+       ROUND(1.0 * ll.acc / NULLIF(ll.scored, 0), 4)       AS loglik_acc,
+       ROUND(1.0 * ll.acc_norm / NULLIF(ll.scored, 0), 4)  AS loglik_acc_norm,
+       ROUND(1.0 * ll.acc_bytes / NULLIF(ll.scored, 0), 4) AS loglik_acc_bytes,
+       ROUND(1.0 * ll.acc_token / NULLIF(ll.scored, 0), 4) AS loglik_acc_token,
+       ROUND(ll.chance, 4)                    AS loglik_chance,
+       ROUND(ll.agreement, 4)                 AS generated_loglik_agreement,
        ROUND(a.mean_latency_ms, 1)            AS mean_latency_ms,
        ROUND(lp.p50, 1)                       AS p50_latency_ms,
        ROUND(lp.p95, 1)                       AS p95_latency_ms,
@@ -185,6 +255,7 @@ LEFT JOIN grades g       ON g.run_id = r.id
 LEFT JOIN latency_pct lp ON lp.run_id = r.id
 LEFT JOIN ttft_pct tp    ON tp.run_id = r.id
 LEFT JOIN mem m          ON m.run_id = r.id
+LEFT JOIN loglik ll      ON ll.run_id = r.id
 LEFT JOIN peaks p        ON p.run_id = r.id;
 
 -- Answers beside their questions, in question-file order.
@@ -225,9 +296,16 @@ SELECT g.run_id,
              / NULLIF(SUM(g.graded AND g.kind = 'free'), 0), 4)         AS exact_match_rate,
        ROUND(AVG(CASE WHEN g.graded AND g.kind = 'free' THEN g.f1 END), 4) AS mean_f1,
        ROUND(AVG(g.ok_latency_ms), 1)                                   AS mean_latency_ms,
-       ROUND(AVG(g.ok_ttft_ms), 1)                                      AS mean_ttft_ms
+       ROUND(AVG(g.ok_ttft_ms), 1)                                      AS mean_ttft_ms,
+       COALESCE(SUM(l.graded), 0)                                       AS loglik_scored,
+       ROUND(1.0 * SUM(l.graded AND l.acc) / NULLIF(SUM(l.graded), 0), 4)       AS loglik_acc,
+       ROUND(1.0 * SUM(l.graded AND l.acc_norm) / NULLIF(SUM(l.graded), 0), 4)  AS loglik_acc_norm,
+       ROUND(1.0 * SUM(l.graded AND l.acc_bytes) / NULLIF(SUM(l.graded), 0), 4) AS loglik_acc_bytes,
+       ROUND(1.0 * SUM(l.graded AND l.acc_token) / NULLIF(SUM(l.graded), 0), 4) AS loglik_acc_token,
+       ROUND(AVG(CASE WHEN l.graded THEN l.chance END), 4)              AS loglik_chance
 FROM answer_grades g
 JOIN runs r ON r.id = g.run_id
+LEFT JOIN loglik_grades l ON l.run_id = g.run_id AND l.question_id = g.question_id
 GROUP BY g.run_id, g.category;
 
 -- Every failed question (answers.status = 'error') with its question and reason.

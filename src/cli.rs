@@ -1,6 +1,6 @@
 //! The command line as clap types: what each subcommand accepts. [`crate::commands`] runs them.
 
-use crate::config::GpuLayers;
+use crate::config::{GpuLayers, McContinuation, McScoring};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -243,6 +243,14 @@ pub struct RunArgs {
     /// share per sequence; the pool still holds --ctx x --parallel tokens.
     #[arg(long)]
     pub kv_unified: bool,
+    /// How multiple-choice questions are scored: generate an answer and parse it, score every
+    /// choice by log-likelihood (as lm-evaluation-harness), or both side by side.
+    #[arg(long, value_enum, default_value_t = McScoring::Generate)]
+    pub mc_scoring: McScoring,
+    /// With --mc-scoring loglik/both: score each choice as its letter (A, B, ... listed in the
+    /// prompt) or as its own text.
+    #[arg(long, value_enum, default_value_t = McContinuation::Letter)]
+    pub mc_continuation: McContinuation,
     /// Benchmarks only: generate exactly --max-tokens, ignoring end-of-sequence.
     #[arg(long, hide = true)]
     pub ignore_eos: bool,

@@ -78,6 +78,8 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
             system_prompt,
             limit: args.limit,
             ignore_eos: args.ignore_eos,
+            mc_scoring: args.mc_scoring,
+            mc_continuation: args.mc_continuation,
         },
         execution: ExecutionSettings {
             parallel: args.parallel,

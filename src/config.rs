@@ -37,6 +37,54 @@ impl fmt::Display for GpuLayers {
     }
 }
 
+/// How multiple-choice questions are scored (`run --mc-scoring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum McScoring {
+    /// Generate an answer and read the chosen option from its text.
+    #[default]
+    Generate,
+    /// Score every choice by the log-probability of its continuation (as lm-evaluation-harness);
+    /// nothing is generated for multiple-choice questions.
+    Loglik,
+    /// Both: the generated answer and the per-choice log-probabilities, side by side.
+    Both,
+}
+
+impl McScoring {
+    fn is_generate(&self) -> bool {
+        *self == McScoring::Generate
+    }
+
+    /// Whether choices are scored by log-likelihood.
+    pub fn scores_choices(self) -> bool {
+        self != McScoring::Generate
+    }
+
+    /// Whether a multiple-choice question is also answered by generation.
+    pub fn generates_choices(self) -> bool {
+        self != McScoring::Loglik
+    }
+}
+
+/// What log-likelihood scoring scores for each choice (`run --mc-continuation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum McContinuation {
+    /// The prompt lists the choices as A, B, C, ... and each choice is scored as its letter
+    /// (one logits row per question when the letters are single tokens; KMMLU's form).
+    #[default]
+    Letter,
+    /// The prompt holds the question only and each choice is scored as its own text.
+    Text,
+}
+
+impl McContinuation {
+    fn is_letter(&self) -> bool {
+        *self == McContinuation::Letter
+    }
+}
+
 /// Every setting that shapes an answer. Two runs with equal settings, the same model file and
 /// the same question file produce the same answers (greedy), so these form the run identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +106,12 @@ pub struct GenerationSettings {
     /// Benchmark only: keep generating past end-of-sequence to exactly `max_tokens`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_eos: bool,
+    /// How multiple-choice questions are scored (absent in runs from before it existed).
+    #[serde(default, skip_serializing_if = "McScoring::is_generate")]
+    pub mc_scoring: McScoring,
+    /// What log-likelihood scoring scores for each choice.
+    #[serde(default, skip_serializing_if = "McContinuation::is_letter")]
+    pub mc_continuation: McContinuation,
 }
 
 impl Default for GenerationSettings {
@@ -71,6 +125,8 @@ impl Default for GenerationSettings {
             system_prompt: None,
             limit: None,
             ignore_eos: false,
+            mc_scoring: McScoring::Generate,
+            mc_continuation: McContinuation::Letter,
         }
     }
 }

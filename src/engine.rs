@@ -46,9 +46,80 @@ fn backend() -> &'static LlamaBackend {
     BACKEND.get_or_init(|| {
         // llama.cpp logs through `tracing`, forwarded to `log`: RUST_LOG=llama_cpp_2=info shows it.
         llama_cpp_2::send_logs_to_tracing(LogOptions::default());
+        modules::load();
         // Only this OnceLock initialises the backend, so the "already initialised" error cannot occur.
         LlamaBackend::init().expect("llama.cpp backend initialises once per process")
     })
+}
+
+/// llama.cpp's backends as run-time modules: the CUDA build compiles ggml's backends as shared
+/// libraries (`GGML_BACKEND_DL`) that live beside the binary, so a missing NVIDIA driver makes the
+/// CUDA module fail to load instead of the binary failing to start. The CPU build links its one
+/// backend statically and loads nothing.
+mod modules {
+    /// The folder the modules are loaded from: the binary's own, never the current directory
+    /// (a library planted there would run with the user's rights).
+    #[cfg(feature = "cuda")]
+    pub fn folder() -> Option<std::path::PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.canonicalize().unwrap_or(exe).parent()?.to_path_buf())
+    }
+
+    #[cfg(feature = "cuda")]
+    pub fn load() {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(folder) = folder() else {
+            log::warn!(
+                "cannot locate this binary's folder; llama.cpp's backend modules are not loaded"
+            );
+            return;
+        };
+        let Ok(path) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: a NUL-terminated path that outlives the call; llama.cpp copies what it keeps.
+        unsafe { llama_cpp_sys_2::ggml_backend_load_all_from_path(path.as_ptr()) };
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    pub fn load() {}
+
+    /// Why this CUDA build offloads nothing, in one phrase: the module is missing, did not load
+    /// (the loader's own words, e.g. `libcuda.so.1: cannot open shared object file`), or loaded
+    /// and found no device.
+    #[cfg(feature = "cuda")]
+    pub fn cuda_absence() -> String {
+        let Some(folder) = folder() else {
+            return "this binary's folder is unknown".into();
+        };
+        let module = folder.join("libggml-cuda.so");
+        if !module.exists() {
+            return format!("{} is missing", module.display());
+        }
+        // SAFETY: loading runs the module's initialisers, the same ones llama.cpp just ran.
+        match unsafe { libloading::Library::new(&module) } {
+            Err(e) => format!("the CUDA backend did not load: {}", loader_reason(&e)),
+            Ok(_) => "the CUDA driver reports no usable device".into(),
+        }
+    }
+
+    /// The innermost message of a loader error (libloading wraps dlerror's text).
+    #[cfg(feature = "cuda")]
+    fn loader_reason(error: &libloading::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(inner) = source {
+            text = inner.to_string();
+            source = inner.source();
+        }
+        text
+    }
+
+    /// Whether llama.cpp has any backend to run on (the CUDA build's CPU module can go missing).
+    pub fn any_device() -> bool {
+        // SAFETY: reads llama.cpp's device registry, filled once by `load`.
+        unsafe { llama_cpp_sys_2::ggml_backend_dev_count() > 0 }
+    }
 }
 
 /// llama.cpp's description of the CPU/GPU features of this build (e.g. `AVX2 = 1`).
@@ -67,12 +138,25 @@ pub fn system_info() -> String {
     }
 }
 
-/// What this build of llama.cpp offers: CPU features and the GPUs it can offload to.
+/// What this build of llama.cpp offers: CPU features, the GPUs it can offload to, and in a GPU
+/// build that sees none, why.
 pub fn backend_facts() -> BackendFacts {
+    let gpus = gpu_devices();
     BackendFacts {
         system_info: system_info(),
-        gpus: gpu_devices(),
+        gpu_absence: gpu_absence(&gpus),
+        gpus,
     }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_absence(gpus: &[GpuDevice]) -> Option<String> {
+    gpus.is_empty().then(modules::cuda_absence)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_absence(_gpus: &[GpuDevice]) -> Option<String> {
+    None
 }
 
 /// GPU devices that llama.cpp can offload to in this build (empty in a CPU-only build).
@@ -135,6 +219,16 @@ pub fn fit_gpu_layers(
     Ok(u32::try_from(params.n_gpu_layers()).unwrap_or(u32::MAX / 2))
 }
 
+/// A prompt with its last piece kept apart (see [`Engine::scoring_prompt`]).
+struct PromptParts {
+    text: String,
+    tokens: Vec<Token>,
+    /// The text after the last message (all of it when the template could not be split).
+    tail: String,
+    /// Index in `tokens` of the tail's first token (0: the tail starts with BOS).
+    tail_start: usize,
+}
+
 /// A loaded model.
 pub struct Engine {
     model: LlamaModel,
@@ -152,10 +246,12 @@ impl Engine {
             GpuLayers::Auto if gpus.is_empty() => (
                 0,
                 if cfg!(feature = "cuda") {
-                    "auto: no GPU visible to llama.cpp, running on CPU".to_string()
+                    format!(
+                        "auto: no CUDA device ({}), running on the CPU",
+                        gpu_absence(&gpus).unwrap_or_default()
+                    )
                 } else {
-                    "auto: CPU-only build (rebuild with --features cuda for GPU offload)"
-                        .to_string()
+                    "auto: CPU-only build (`make build-cuda` builds for GPU offload)".to_string()
                 },
             ),
             // More than any model has: llama.cpp clamps to n_layer + 1 (the output layer).
@@ -170,6 +266,12 @@ impl Engine {
     /// Load a GGUF model with exactly `layers` layers offloaded (clamped by llama.cpp to
     /// `n_layer + 1`); `reason` says why that many and is stored with the run.
     pub fn load_placed(path: &Path, layers: u32, reason: String) -> Result<Engine> {
+        backend();
+        if !modules::any_device() {
+            return Err(anyhow::anyhow!(
+                "llama.cpp has no backend to run on: its backend modules (libggml-cpu*.so) must sit beside the binary; rebuild with `make build-cuda`"
+            ));
+        }
         let params = LlamaModelParams::default().with_n_gpu_layers(layers);
         let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
             anyhow::anyhow!(
@@ -258,6 +360,45 @@ impl Engine {
     /// tokenized as plain text, so a question containing `<|im_end|><|im_start|>system` cannot
     /// open a turn of its own.
     pub fn prompt(&self, system: Option<&str>, user: &str) -> Result<(String, Vec<Token>)> {
+        let parts = self.prompt_parts(system, user)?;
+        Ok((parts.text, parts.tokens))
+    }
+
+    /// A multiple-choice question's prompt and the tokens of each continuation after it, split
+    /// as lm-evaluation-harness splits them: prompt and continuation are tokenized together and
+    /// the continuation is what lies past the prompt's own token count. Only the template's last
+    /// piece (after the user message, e.g. `<|im_start|>assistant\n`) can merge with a
+    /// continuation. A continuation containing special-token text is tokenized on its own as
+    /// plain text, so a choice cannot place a control token.
+    pub fn scoring_prompt(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        continuations: &[String],
+    ) -> Result<(Vec<Token>, Vec<Vec<Token>>)> {
+        let parts = self.prompt_parts(system, user)?;
+        let tail_tokens = parts.tokens.len() - parts.tail_start;
+        let split = continuations
+            .iter()
+            .map(|continuation| {
+                let plain = self.tokenize(continuation, false, false);
+                if plain != self.tokenize(continuation, false, true) {
+                    return plain;
+                }
+                let joint = self.tokenize(
+                    &format!("{}{continuation}", parts.tail),
+                    parts.tail_start == 0,
+                    true,
+                );
+                joint.get(tail_tokens..).unwrap_or_default().to_vec()
+            })
+            .collect();
+        Ok((parts.tokens, split))
+    }
+
+    /// The prompt as text and tokens, and its last piece (the text after the last message,
+    /// tokenized with special tokens) with the index of its first token.
+    fn prompt_parts(&self, system: Option<&str>, user: &str) -> Result<PromptParts> {
         // Placeholders from Unicode's private use area, which no template rewrites.
         const SYSTEM: &str = "\u{F8F0}docent-system\u{F8F1}";
         const USER: &str = "\u{F8F0}docent-user\u{F8F1}";
@@ -273,7 +414,12 @@ impl Engine {
             log::warn!("the chat template rewrites its messages; question text is tokenized with the template's special tokens");
             let text = self.render_prompt(system, user)?;
             let tokens = self.tokenize(&text, true, true);
-            return Ok((text, tokens));
+            return Ok(PromptParts {
+                tail: text.clone(),
+                text,
+                tokens,
+                tail_start: 0,
+            });
         }
         let mut text = String::new();
         let mut tokens = Vec::new();
@@ -290,8 +436,14 @@ impl Engine {
             rest = &rest[at + marker.len()..];
         }
         text.push_str(rest);
+        let tail_start = tokens.len();
         tokens.extend(self.tokenize(rest, false, true));
-        Ok((text, tokens))
+        Ok(PromptParts {
+            text,
+            tokens,
+            tail: rest.to_string(),
+            tail_start,
+        })
     }
 
     /// The chat template (or [`FALLBACK_FORMAT`] when the model has none llama.cpp can apply)
@@ -471,6 +623,10 @@ impl Decoder for Session<'_> {
         self.engine.is_end_of_generation(token)
     }
 
+    fn log_probs(&mut self, batch_index: usize, tokens: &[Token]) -> Vec<(f64, bool)> {
+        log_probs(self.context.get_logits_ith(batch_index as i32), tokens)
+    }
+
     fn token_bytes(&self, token: Token) -> Vec<u8> {
         self.engine.token_bytes(token)
     }
@@ -509,6 +665,25 @@ impl Decoder for Session<'_> {
     }
 }
 
+/// Natural-log probabilities of `tokens` under `logits` (a log-softmax in f64, as
+/// lm-evaluation-harness computes it), and whether each is the largest logit (the first of
+/// equal maxima, as greedy decoding picks). A token outside the vocabulary gets -inf.
+pub(crate) fn log_probs(logits: &[f32], tokens: &[Token]) -> Vec<(f64, bool)> {
+    let best = argmax(logits);
+    let max = logits.get(best as usize).copied().unwrap_or(0.0) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    tokens
+        .iter()
+        .map(
+            |t| match usize::try_from(t.0).ok().and_then(|i| logits.get(i)) {
+                Some(&l) => (l as f64 - log_sum, t.0 == best),
+                None => (f64::NEG_INFINITY, false),
+            },
+        )
+        .collect()
+}
+
 /// Index of the largest logit; the first one on ties, as llama.cpp's greedy sampler picks.
 fn argmax(logits: &[f32]) -> i32 {
     let mut best = 0;
@@ -522,7 +697,22 @@ fn argmax(logits: &[f32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::argmax;
+    use super::{argmax, log_probs, Token};
+
+    #[test]
+    fn log_probs_are_a_log_softmax_with_the_greedy_token_marked() {
+        let logits = [1.0_f32, 3.0, 2.0, 3.0];
+        let rows = log_probs(&logits, &[Token(0), Token(1), Token(3), Token(9)]);
+        let norm: f64 = logits.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
+        assert!((rows[0].0 - (1.0 - norm)).abs() < 1e-12);
+        assert!((rows[1].0 - (3.0 - norm)).abs() < 1e-12);
+        assert_eq!((rows[1].1, rows[2].1, rows[0].1), (true, false, false));
+        assert_eq!(rows[3], (f64::NEG_INFINITY, false));
+        // Probabilities of the whole vocabulary sum to one.
+        let all: Vec<Token> = (0..4).map(Token).collect();
+        let total: f64 = log_probs(&logits, &all).iter().map(|r| r.0.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+    }
 
     #[test]
     fn argmax_takes_the_first_of_equal_maxima_like_llama_cpp_greedy() {

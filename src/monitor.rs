@@ -47,6 +47,18 @@ impl MemorySample {
     }
 }
 
+fn report_nvml_absence(error: &nvml_wrapper::error::NvmlError) {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        let text = format!("NVML not available ({error}); GPU memory columns stay NULL");
+        if cfg!(feature = "cuda") {
+            log::info!("{text}");
+        } else {
+            log::debug!("{text}");
+        }
+    });
+}
+
 /// Reads memory figures; keep one per thread that samples.
 pub struct Probe {
     system: System,
@@ -55,12 +67,13 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// A probe for this process. NVML is tried once; its absence is logged at debug level.
+    /// A probe for this process. NVML is tried once per probe; its absence is reported once per
+    /// process (a note in a GPU build, where a GPU is expected; debug detail in a CPU build).
     pub fn new() -> Probe {
         let nvml = match Nvml::init() {
             Ok(nvml) => Some(nvml),
             Err(e) => {
-                log::debug!("NVML not available ({e}); GPU memory columns stay NULL");
+                report_nvml_absence(&e);
                 None
             }
         };

@@ -115,6 +115,10 @@ pub struct BackendFacts {
     pub system_info: String,
     /// GPUs llama.cpp can offload to (empty in a CPU build or without a device).
     pub gpus: Vec<GpuDevice>,
+    /// In a GPU build that sees no GPU, why (e.g. the CUDA module found no driver); `None` in a
+    /// CPU build or when a GPU is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_absence: Option<String>,
 }
 
 /// The machine and build a run was started on (`runs.host_json`).

@@ -323,7 +323,7 @@ fn force_overrides_the_refusal_a_failed_allocation_is_a_failed_run_and_resume_co
 }
 
 #[test]
-fn tiny_random_llama_gqa_and_qwen2_models_are_estimated_and_run() {
+fn tiny_random_llama_gqa_qwen2_and_q4_0_models_are_estimated_and_run() {
     let dir = tempdir();
     let vocab = smollm().display().to_string();
     let llama = make_gguf(
@@ -366,9 +366,38 @@ fn tiny_random_llama_gqa_and_qwen2_models_are_estimated_and_run() {
             &vocab,
         ],
     );
-    for (model, arch, layers, heads, kv_heads) in
-        [(&llama, "llama", 4, 8, 2), (&qwen2, "qwen2", 3, 4, 2)]
-    {
+    // Random Q4_0 blocks (what the GPU check's 8B-shaped model is made of), with the borrowed
+    // tokenizer padded to another vocabulary size.
+    let q4_0 = make_gguf(
+        dir.path(),
+        "tiny-q4_0.gguf",
+        &[
+            "--arch",
+            "llama",
+            "--layers",
+            "2",
+            "--hidden",
+            "128",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--ffn",
+            "256",
+            "--quant",
+            "q4_0",
+            "--pad-vocab",
+            "--vocab",
+            "50048",
+            "--vocab-from",
+            &vocab,
+        ],
+    );
+    for (model, arch, layers, heads, kv_heads, n_vocab) in [
+        (&llama, "llama", 4, 8, 2, 49152),
+        (&qwen2, "qwen2", 3, 4, 2, 49152),
+        (&q4_0, "llama", 2, 4, 2, 50048),
+    ] {
         let v = preflight_json(model, &["--ctx", "512"]);
         assert_eq!(s(&v, "/model/architecture"), arch);
         assert_eq!(u(&v, "/model/n_layer"), layers);
@@ -380,8 +409,8 @@ fn tiny_random_llama_gqa_and_qwen2_models_are_estimated_and_run() {
         );
         assert_eq!(
             u(&v, "/model/n_vocab"),
-            49152,
-            "tokenizer copied from SmolLM2"
+            n_vocab,
+            "tokenizer copied from SmolLM2 (padded for Q4_0)"
         );
         // KV = layers x 512 cells x kv_heads x (head_dim k + v) x 2 bytes.
         let head_dim = 128 / heads;
@@ -390,7 +419,7 @@ fn tiny_random_llama_gqa_and_qwen2_models_are_estimated_and_run() {
             layers * 512 * kv_heads * 2 * head_dim * 2
         );
 
-        let db = dir.path().join(format!("{arch}.db"));
+        let db = dir.path().join(format!("{arch}-{layers}.db"));
         let output = run(
             model,
             &bundled_questions(),

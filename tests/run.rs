@@ -10,12 +10,16 @@ const FAST: &[&str] = &["--max-tokens", "12", "--threads", "2"];
 fn a_run_answers_every_question_with_ordered_timings_and_memory_samples() {
     let dir = tempdir();
     let db = dir.path().join("results.db");
-    let output = run(
+    // Debug logging, to count how often NVML's absence is reported.
+    let output = run_command(
         &smollm(),
         &bundled_questions(),
         &db,
         &[FAST, &["--limit", "10"]].concat(),
-    );
+    )
+    .env("RUST_LOG", "docent_eval=debug,warn")
+    .output()
+    .expect("docent-eval runs");
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     assert!(
         stdout(&output).contains("answered 10/10"),
@@ -78,6 +82,9 @@ fn a_run_answers_every_question_with_ordered_timings_and_memory_samples() {
     assert!(ram_total > rss);
     if !std::path::Path::new("/dev/nvidia0").exists() {
         assert_eq!(gpu_rows, 0, "no NVML here: GPU columns stay NULL");
+        // Every sample asks for GPU memory; NVML's absence is said once per process.
+        let reports = stderr(&output).matches("NVML not available").count();
+        assert_eq!(reports, 1, "{samples} samples:\n{}", stderr(&output));
     }
     let host_json: String = connection
         .query_row("SELECT host_json FROM runs", [], |r| r.get(0))

@@ -4,9 +4,13 @@
 
 mod util;
 
+// The CUDA build (`make test-cuda`): what it does on a machine without a GPU.
+#[cfg(feature = "cuda")]
+mod cuda;
 mod exit_codes;
 mod faults;
 mod hardening;
+mod loglik;
 mod operate;
 mod parallel;
 mod preflight;

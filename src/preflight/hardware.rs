@@ -3,7 +3,7 @@
 //! overriding each figure (`--ram`, `--swap`, `--gpu-memory`).
 
 use crate::error::Result;
-use crate::record::GpuDevice;
+use crate::record::{BackendFacts, GpuDevice};
 use nvml_wrapper::Nvml;
 use serde::Serialize;
 use sysinfo::{MemoryRefreshKind, System};
@@ -59,9 +59,9 @@ pub struct Assume {
 
 impl Hardware {
     /// Measure this machine (RAM and swap; GPUs from NVML, else from llama.cpp's device list in
-    /// `llama_gpus`), then apply `assume`.
-    pub fn detect(assume: Assume, llama_gpus: &[GpuDevice]) -> Hardware {
-        let mut hw = Hardware::measure(llama_gpus);
+    /// `backend`), then apply `assume`.
+    pub fn detect(assume: Assume, backend: &BackendFacts) -> Hardware {
+        let mut hw = Hardware::measure(backend);
         hw.apply_assumed(assume);
         if !hw.can_offload {
             // A GPU the binary cannot use does not count towards the plan.
@@ -71,7 +71,8 @@ impl Hardware {
     }
 
     /// This machine as measured: RAM and swap from sysinfo, GPUs from NVML, else llama.cpp.
-    fn measure(llama_gpus: &[GpuDevice]) -> Hardware {
+    fn measure(backend: &BackendFacts) -> Hardware {
+        let llama_gpus = &backend.gpus;
         let mut system = System::new();
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram().with_swap());
         let (nvml, nvml_gpus) = nvml_gpus();
@@ -85,7 +86,7 @@ impl Hardware {
             ram_available_bytes: system.available_memory(),
             swap_total_bytes: system.total_swap(),
             swap_free_bytes: system.free_swap(),
-            offload_note: offload_note(llama_gpus, nvml, !gpus.is_empty()),
+            offload_note: offload_note(backend, nvml, !gpus.is_empty()),
             gpus,
             can_offload: !llama_gpus.is_empty(),
             nvml,
@@ -142,7 +143,8 @@ fn llama_cpp_gpus(llama_gpus: &[GpuDevice]) -> Vec<Gpu> {
 
 /// One line on why this binary can or cannot offload, naming what to change when a GPU is
 /// present but unusable.
-fn offload_note(llama_gpus: &[GpuDevice], nvml: bool, gpu_present: bool) -> String {
+fn offload_note(backend: &BackendFacts, nvml: bool, gpu_present: bool) -> String {
+    let llama_gpus = &backend.gpus;
     if !llama_gpus.is_empty() {
         format!(
             "llama.cpp sees {} GPU(s) ({})",
@@ -151,7 +153,11 @@ fn offload_note(llama_gpus: &[GpuDevice], nvml: bool, gpu_present: bool) -> Stri
         )
     } else if cfg!(feature = "cuda") {
         format!(
-            "no GPU visible to llama.cpp ({}): CPU only",
+            "no CUDA device ({}; {}): planned for the CPU",
+            backend
+                .gpu_absence
+                .as_deref()
+                .unwrap_or("llama.cpp lists none"),
             if nvml {
                 "NVML sees none usable"
             } else {
@@ -159,7 +165,7 @@ fn offload_note(llama_gpus: &[GpuDevice], nvml: bool, gpu_present: bool) -> Stri
             }
         )
     } else if gpu_present {
-        "a GPU is present (NVML) but this is a CPU-only build: CPU only (rebuild with `make build CUDA=1`)".into()
+        "a GPU is present (NVML) but this is a CPU-only build: CPU only (rebuild with `make build-cuda`)".into()
     } else {
         format!(
             "CPU-only build, {}: CPU only",
@@ -256,12 +262,12 @@ mod tests {
                 swap: Some(0),
                 gpu_memory: Some(40_000_000_000),
             },
-            &[],
+            &BackendFacts::default(),
         );
         assert!(hw.assumed && hw.can_offload);
         assert_eq!(hw.ram_available_bytes, 87_500_000_000);
         assert_eq!(hw.gpu_free(), 40_000_000_000);
-        let here = Hardware::detect(Assume::default(), &[]);
+        let here = Hardware::detect(Assume::default(), &BackendFacts::default());
         assert!(here.ram_total_bytes > 0);
         if !here.can_offload {
             assert!(here.gpus.is_empty());

@@ -300,7 +300,7 @@ pub fn preflight(request: &PreflightRequest, backend: &BackendFacts) -> Result<P
             )
         }
     };
-    let hardware = Hardware::detect(request.assume, &backend.gpus);
+    let hardware = Hardware::detect(request.assume, backend);
     let plan = Plan {
         ctx_per_seq: ctx,
         n_seq: request.parallel,
@@ -402,7 +402,7 @@ pub fn check_run(
     let shape = ModelShape::read(model)?;
     let (ctx, ctx_source) = context_bound(questions, generation, shape.n_ctx_train);
     let n_seq = execution.parallel.min(questions.len().max(1) as u32);
-    let hardware = Hardware::detect(Assume::default(), &backend.gpus);
+    let hardware = Hardware::detect(Assume::default(), backend);
     let plan = Plan {
         ctx_per_seq: ctx,
         n_seq,

@@ -5,11 +5,15 @@
 //! Input problems are found before anything is written. Once the run exists, any failure marks
 //! it `failed` with the reason; `--resume` continues it after the cause is fixed.
 
+mod choices;
+mod loglik;
 mod prepare;
 pub mod progress;
 pub mod recorder;
 mod resume;
 pub mod scheduler;
+#[cfg(test)]
+mod scripted;
 pub mod signal;
 
 pub use prepare::{rendered_prompts, RenderedPrompt};
@@ -191,12 +195,33 @@ fn session(
     preflight: &RunPreflight,
 ) -> Result<RunOutcome> {
     let pending = resume::pending(store, run_id, questions)?;
+    let scoring = request.generation.mc_scoring;
+    let to_score = resume::unscored_choices(store, run_id, questions, scoring)?;
+    let to_generate: Vec<usize> = pending
+        .into_iter()
+        .filter(|&i| scoring.generates_choices() || !questions[i].is_multiple_choice())
+        .collect();
     let engine = load_engine(request, preflight)?;
-    let plan = prepare::plan(&engine, questions, &pending, request);
+    let plan = prepare::plan(&engine, questions, &to_generate, request);
     record_plan(store, run_id, request, preflight, &engine, &plan)?;
+    let scored = choices::phase(request, run_id, holder, questions, &to_score, &engine, stop)?;
+    if scored.ended == Ended::Stopped || to_generate.is_empty() {
+        return end_session(store, request, run_id, questions.len() as i64, scored);
+    }
     let decoded = decode(
-        request, run_id, holder, questions, &pending, &engine, plan, stop,
+        request,
+        run_id,
+        holder,
+        questions,
+        &to_generate,
+        &engine,
+        plan,
+        stop,
     )?;
+    let decoded = Decoded {
+        ended: decoded.ended,
+        committed_now: decoded.committed_now + scored.committed_now,
+    };
     end_session(store, request, run_id, questions.len() as i64, decoded)
 }
 
@@ -285,9 +310,9 @@ fn record_plan(
 }
 
 /// What decoding a session produced.
-struct Decoded {
-    ended: Ended,
-    committed_now: u64,
+pub(crate) struct Decoded {
+    pub ended: Ended,
+    pub committed_now: u64,
 }
 
 /// Decode every pending question: rejected prompts become `error` rows at once, the rest go
@@ -404,7 +429,7 @@ fn jobs(
 
 /// Continue; drain on the first stop request until the grace period ends; abort after it, or
 /// at once when writing failed (answers that cannot be stored are not worth computing).
-fn control(state: &RecorderState, stop: &StopSignal, grace: Duration) -> Control {
+pub(super) fn control(state: &RecorderState, stop: &StopSignal, grace: Duration) -> Control {
     if state.failed.load(Ordering::SeqCst) {
         return Control::Abort;
     }

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::monitor::Probe;
-use crate::store::{AnswerRow, Holder, Store};
+use crate::store::{AnswerRow, ChoiceScores, Holder, Store};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +21,8 @@ pub struct RecorderState {
     pub committed: AtomicU64,
     /// Of those, `error` rows.
     pub committed_errors: AtomicU64,
+    /// Questions whose choice scores were committed in this session.
+    pub choices_committed: AtomicU64,
     /// Last sampled RSS.
     pub last_rss_bytes: AtomicU64,
     /// Last sampled GPU memory (0 without NVML).
@@ -36,9 +38,18 @@ pub struct RecorderState {
     pub failure: Mutex<Option<anyhow::Error>>,
 }
 
+/// What the decode side hands the recorder: one question's result, committed in one transaction.
+enum Record {
+    /// A generated (or failed) answer.
+    Answer(AnswerRow),
+    /// Every choice of a question scored by log-likelihood, with its answer row when that is
+    /// the question's only scoring.
+    Choices(ChoiceScores),
+}
+
 /// Handle to the recorder thread.
 pub struct Recorder {
-    sender: Option<Sender<AnswerRow>>,
+    sender: Option<Sender<Record>>,
     handle: Option<JoinHandle<()>>,
     state: Arc<RecorderState>,
 }
@@ -53,7 +64,7 @@ impl Recorder {
     ) -> Result<Recorder> {
         let store = Store::open(db)?.acting_for(holder);
         let state = Arc::new(RecorderState::default());
-        let (sender, receiver) = mpsc::channel::<AnswerRow>();
+        let (sender, receiver) = mpsc::channel::<Record>();
         let writer = Writer {
             store,
             run_id,
@@ -84,9 +95,18 @@ impl Recorder {
 
     /// Queue a finished answer for commit.
     pub fn record(&self, row: AnswerRow) {
+        self.send(Record::Answer(row));
+    }
+
+    /// Queue one question's choice scores (and answer row, if any) for commit.
+    pub fn record_choices(&self, scores: ChoiceScores) {
+        self.send(Record::Choices(scores));
+    }
+
+    fn send(&self, record: Record) {
         match &self.sender {
             Some(sender) => {
-                if sender.send(row).is_err() {
+                if sender.send(record).is_err() {
                     self.state.failed.store(true, Ordering::SeqCst);
                 }
             }
@@ -143,7 +163,7 @@ struct Writer {
 impl Writer {
     /// Commit answers as they arrive and sample memory on schedule until the sender is dropped;
     /// then take a last sample and record the thread's CPU time.
-    fn run(mut self, receiver: &Receiver<AnswerRow>, sample_interval: Duration) {
+    fn run(mut self, receiver: &Receiver<Record>, sample_interval: Duration) {
         let mut next_sample = Instant::now();
         loop {
             if Instant::now() >= next_sample {
@@ -151,7 +171,8 @@ impl Writer {
                 next_sample = Instant::now() + sample_interval;
             }
             match receiver.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
-                Ok(row) => self.commit(row),
+                Ok(Record::Answer(row)) => self.commit(row),
+                Ok(Record::Choices(scores)) => self.commit_choices(scores),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -194,6 +215,31 @@ impl Writer {
                 self.state.committed.fetch_add(1, Ordering::SeqCst);
                 if !row.ok {
                     self.state.committed_errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Commit one question's choice scores (with its answer row, if any) in one transaction.
+    fn commit_choices(&mut self, mut scores: ChoiceScores) {
+        let ok = match &mut scores.answer {
+            Some(row) => {
+                let snapshot = self.probe.sample();
+                row.rss_bytes = Some(snapshot.rss_bytes as i64);
+                row.gpu_used_bytes = snapshot.gpu_used_bytes().map(|b| b as i64);
+                Some(row.ok)
+            }
+            None => None,
+        };
+        match self.store.insert_choice_scores(self.run_id, &scores) {
+            Ok(()) => {
+                self.state.choices_committed.fetch_add(1, Ordering::SeqCst);
+                if let Some(ok) = ok {
+                    self.state.committed.fetch_add(1, Ordering::SeqCst);
+                    if !ok {
+                        self.state.committed_errors.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }
             Err(e) => self.fail(e),

@@ -4,7 +4,7 @@
 //! refused, naming each difference.
 
 use super::RunRequest;
-use crate::config::RunIdentity;
+use crate::config::{McScoring, RunIdentity};
 use crate::dataset::{hex_sha256, Question};
 use crate::error::{usage, Error, Result};
 use crate::store::{RunRecord, RunStatus, Store};
@@ -147,6 +147,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn question_seed(seed: u32, question_id: &str) -> u32 {
     let digest = hex_sha256(format!("{seed}:{question_id}").as_bytes());
     u32::from_str_radix(&digest[..8], 16).unwrap_or(seed)
+}
+
+/// With log-likelihood scoring: the multiple-choice questions (indices into `questions`) whose
+/// choices are not scored yet. With `loglik` alone, a question answered already (an error row
+/// for a prompt that could not be scored) is not scored again.
+pub fn unscored_choices(
+    store: &Store,
+    run_id: i64,
+    questions: &[Question],
+    scoring: McScoring,
+) -> Result<Vec<usize>> {
+    if !scoring.scores_choices() {
+        return Ok(Vec::new());
+    }
+    let scored = store.choice_scored_question_ids(run_id)?;
+    let answered = if scoring.generates_choices() {
+        HashSet::new()
+    } else {
+        store.answered_question_ids(run_id)?
+    };
+    Ok((0..questions.len())
+        .filter(|&i| {
+            let q = &questions[i];
+            q.is_multiple_choice() && !scored.contains(&q.id) && !answered.contains(&q.id)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -43,6 +43,10 @@ pub trait Decoder {
     /// Whether `token` ends generation (EOS, EOT, ...).
     fn is_end_of_generation(&self, token: Token) -> bool;
 
+    /// Natural-log probabilities of `tokens` under the logits at `batch_index` of the decoded
+    /// batch, and whether each is the most probable token there.
+    fn log_probs(&mut self, batch_index: usize, tokens: &[Token]) -> Vec<(f64, bool)>;
+
     /// The bytes of a token's text (a multi-byte character may span tokens).
     fn token_bytes(&self, token: Token) -> Vec<u8>;
 
@@ -452,177 +456,8 @@ fn complete<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::scripted::{pushed, text, tokens, Pushed, Scripted, EOS};
     use std::cell::Cell;
-    use std::collections::HashMap;
-
-    const EOS: i32 = 0;
-
-    fn tokens(ids: &[i32]) -> Vec<Token> {
-        ids.iter().map(|&id| Token::from_id(id)).collect()
-    }
-
-    /// The text a script of token ids decodes to (see [`Scripted::token_bytes`]).
-    fn text(ids: &[i32]) -> String {
-        ids.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")
-    }
-
-    /// One token of a batch, as the decoder received it.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    struct Pushed {
-        token: Token,
-        position: u32,
-        sequence: u32,
-        logits: bool,
-    }
-
-    fn pushed(token: i32, position: u32, sequence: u32, logits: bool) -> Pushed {
-        Pushed {
-            token: Token::from_id(token),
-            position,
-            sequence,
-            logits,
-        }
-    }
-
-    /// A decoder that keeps llama.cpp's rules instead of a model, so a scheduler that breaks them
-    /// fails here as it would in llama.cpp. A sequence's KV is the list of its tokens by position.
-    /// A batch holds at most `capacity` tokens, and decode rejects it unless every sequence in it
-    /// continues at the position after the last one it holds (stricter than llama.cpp only for an
-    /// empty sequence, which must start at 0 where llama.cpp would accept a gap). The next token
-    /// comes from the script of the job's prompt, after checking that the sequence's KV starts
-    /// with that prompt, so a wrong copy of the prefix cannot go unnoticed.
-    struct Scripted {
-        capacity: usize,
-        scripts: HashMap<Vec<Token>, Vec<Token>>,
-        kv: HashMap<u32, Vec<Token>>,
-        batch: Vec<Pushed>,
-        decoded: bool,
-        batches: Vec<Vec<Pushed>>,
-        copies: Vec<(u32, u32, u32)>,
-    }
-
-    impl Scripted {
-        /// `scripts`: each prompt with the tokens it generates; end-of-generation follows.
-        fn new(capacity: usize, scripts: &[(&[i32], &[i32])]) -> Scripted {
-            Scripted {
-                capacity,
-                scripts: scripts
-                    .iter()
-                    .map(|(prompt, output)| (tokens(prompt), tokens(output)))
-                    .collect(),
-                kv: HashMap::new(),
-                batch: Vec::new(),
-                decoded: false,
-                batches: Vec::new(),
-                copies: Vec::new(),
-            }
-        }
-
-        fn pushed_to(&self, sequence: u32) -> Vec<Pushed> {
-            self.batches
-                .iter()
-                .flatten()
-                .filter(|p| p.sequence == sequence)
-                .copied()
-                .collect()
-        }
-    }
-
-    impl Decoder for Scripted {
-        /// The job's prompt.
-        type Sampler = Vec<Token>;
-
-        fn batch_capacity(&self) -> usize {
-            self.capacity
-        }
-
-        fn clear_batch(&mut self) {
-            self.batch.clear();
-            self.decoded = false;
-        }
-
-        fn push(
-            &mut self,
-            token: Token,
-            position: u32,
-            sequence: u32,
-            logits: bool,
-        ) -> Result<usize> {
-            if self.batch.len() == self.capacity {
-                return Err(anyhow::anyhow!("batch overflow"));
-            }
-            self.batch.push(Pushed {
-                token,
-                position,
-                sequence,
-                logits,
-            });
-            Ok(self.batch.len() - 1)
-        }
-
-        fn decode(&mut self) -> Result<()> {
-            if self.batch.is_empty() {
-                return Err(anyhow::anyhow!("empty batch"));
-            }
-            let mut next: HashMap<u32, u32> = HashMap::new();
-            for p in &self.batch {
-                let held = self.kv.get(&p.sequence).map_or(0, Vec::len) as u32;
-                let expected = next.entry(p.sequence).or_insert(held);
-                if p.position != *expected {
-                    return Err(anyhow::anyhow!(
-                        "sequence {} holds positions up to {}, batch has position {}",
-                        p.sequence,
-                        *expected as i64 - 1,
-                        p.position
-                    ));
-                }
-                *expected += 1;
-            }
-            for p in &self.batch {
-                self.kv.entry(p.sequence).or_default().push(p.token);
-            }
-            self.batches.push(self.batch.clone());
-            self.decoded = true;
-            Ok(())
-        }
-
-        fn sample(&mut self, prompt: &mut Vec<Token>, batch_index: usize) -> Token {
-            assert!(self.decoded, "sampled before decode");
-            let p = self.batch[batch_index];
-            assert!(p.logits, "sampled a token without logits: {p:?}");
-            let context = &self.kv[&p.sequence][..=p.position as usize];
-            assert!(
-                context.starts_with(prompt),
-                "sequence {} holds {context:?}, not the prompt {prompt:?}",
-                p.sequence
-            );
-            let generated = context.len() - prompt.len();
-            self.scripts[prompt.as_slice()]
-                .get(generated)
-                .copied()
-                .unwrap_or(Token::from_id(EOS))
-        }
-
-        fn is_end_of_generation(&self, token: Token) -> bool {
-            token == Token::from_id(EOS)
-        }
-
-        fn token_bytes(&self, token: Token) -> Vec<u8> {
-            format!("{} ", token.id()).into_bytes()
-        }
-
-        fn copy_sequence(&mut self, source: u32, destination: u32, positions: u32) -> Result<()> {
-            let held = self.kv.get(&source).cloned().unwrap_or_default();
-            let copied = held.into_iter().take(positions as usize).collect();
-            self.kv.insert(destination, copied);
-            self.copies.push((source, destination, positions));
-            Ok(())
-        }
-
-        fn forget_sequence(&mut self, sequence: u32) {
-            self.kv.remove(&sequence);
-        }
-    }
 
     fn job(question_index: usize, prompt: &[i32]) -> Job<Vec<Token>> {
         Job {

@@ -172,6 +172,41 @@ pub struct AnswerRow {
     pub parallel_slot: Option<i64>,
 }
 
+/// One choice of a multiple-choice question scored by log-likelihood (`choice_scores`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChoiceRow {
+    /// 0-based choice index.
+    pub choice_index: i64,
+    /// The text scored after the prompt (a letter label or the choice text).
+    pub continuation: String,
+    /// Sum of the natural-log probabilities of the continuation's tokens.
+    pub logprob: f64,
+    /// Continuation tokens.
+    pub tokens: i64,
+    /// Unicode characters of the continuation.
+    pub chars: i64,
+    /// Its UTF-8 bytes.
+    pub bytes: i64,
+    /// Whether every continuation token was the most probable one.
+    pub greedy: bool,
+    /// Tokens decoded for this choice alone.
+    pub tokens_computed: i64,
+    /// Tokens taken from KV computed once for several choices (the prompt).
+    pub tokens_reused: i64,
+}
+
+/// Every choice of one question, committed in one transaction; with `--mc-scoring loglik` the
+/// question's answer row (the choice picked by `acc`) goes into the same transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ChoiceScores {
+    /// Question id.
+    pub question_id: String,
+    /// One row per choice, in choice order.
+    pub choices: Vec<ChoiceRow>,
+    /// The answer row, when log-likelihood is the question's only scoring.
+    pub answer: Option<AnswerRow>,
+}
+
 /// What [`Store::check_identity`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Identity {

@@ -60,6 +60,18 @@ impl Store {
         Ok(ids)
     }
 
+    /// Questions of a run whose choices are scored by log-likelihood (all in one transaction,
+    /// so one row means all of them).
+    pub fn choice_scored_question_ids(&self, run_id: i64) -> Result<HashSet<String>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT DISTINCT question_id FROM choice_scores WHERE run_id = ?1")?;
+        let ids = statement
+            .query_map(params![run_id], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
     /// `--run-id` if that run exists, else the most recent run; a usage error naming the
     /// database otherwise.
     pub fn pick_run(&self, run_id: Option<i64>) -> Result<i64> {

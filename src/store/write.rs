@@ -1,6 +1,6 @@
 //! Writes: one run's rows, each commit in its own transaction. Only the run's holder writes.
 
-use super::{AnswerRow, Holder, NewRun, RunStatus, Store, StoredScores};
+use super::{AnswerRow, ChoiceScores, Holder, NewRun, RunStatus, Store, StoredScores};
 use crate::error::{Error, Result};
 use crate::monitor::MemorySample;
 use crate::record::EngineRecord;
@@ -229,6 +229,49 @@ impl Store {
     /// Commit one answer in its own transaction, only while this store's holder holds the run
     /// (checked inside the transaction, so a writer that lost its claim adds nothing).
     pub fn insert_answer(&self, run_id: i64, a: &AnswerRow) -> Result<()> {
+        let tx = self.holding_transaction(run_id)?;
+        insert_answer_row(&tx, run_id, a)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commit every choice of one question (and its answer row, if any) in one transaction,
+    /// under the same holder check as [`Store::insert_answer`].
+    pub fn insert_choice_scores(&self, run_id: i64, scores: &ChoiceScores) -> Result<()> {
+        let tx = self.holding_transaction(run_id)?;
+        {
+            let now = now_text();
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO choice_scores(run_id, question_id, choice_index, continuation,
+                     logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused, scored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for c in &scores.choices {
+                insert.execute(params![
+                    run_id,
+                    scores.question_id,
+                    c.choice_index,
+                    c.continuation,
+                    c.logprob,
+                    c.tokens,
+                    c.chars,
+                    c.bytes,
+                    c.greedy,
+                    c.tokens_computed,
+                    c.tokens_reused,
+                    now
+                ])?;
+            }
+        }
+        if let Some(answer) = &scores.answer {
+            insert_answer_row(&tx, run_id, answer)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An immediate transaction in which this store's holder still holds `run_id`.
+    fn holding_transaction(&self, run_id: i64) -> Result<rusqlite::Transaction<'_>> {
         let tx = rusqlite::Transaction::new_unchecked(
             &self.connection,
             rusqlite::TransactionBehavior::Immediate,
@@ -241,42 +284,7 @@ impl Store {
             |row| row.get(0),
         )?;
         self.held(run_id, usize::from(holds))?;
-        tx.execute(
-            "INSERT INTO answers(run_id, question_id, status, answer, error, finish_reason,
-                                 prompt_tokens, prompt_tokens_reused, completion_tokens,
-                                 queued_at, started_at, first_token_at, finished_at,
-                                 ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
-                                 score, exact_match, f1, chosen_index, parallel_slot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22, ?23)",
-            params![
-                run_id,
-                a.question_id,
-                if a.ok { "ok" } else { "error" },
-                a.answer,
-                a.error,
-                a.finish_reason,
-                a.prompt_tokens,
-                a.prompt_tokens_reused,
-                a.completion_tokens,
-                a.queued_at,
-                a.started_at,
-                a.first_token_at,
-                a.finished_at,
-                a.ttft_ms,
-                a.latency_ms,
-                a.decode_tok_per_s,
-                a.rss_bytes,
-                a.gpu_used_bytes,
-                a.score,
-                a.exact_match,
-                a.f1,
-                a.chosen_index,
-                a.parallel_slot
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        Ok(tx)
     }
 
     /// Store one memory sample: one row per GPU, or one row with NULL GPU columns without NVML.
@@ -333,4 +341,43 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The `answers` row of `a`, inside the caller's transaction.
+fn insert_answer_row(tx: &rusqlite::Transaction<'_>, run_id: i64, a: &AnswerRow) -> Result<()> {
+    tx.execute(
+        "INSERT INTO answers(run_id, question_id, status, answer, error, finish_reason,
+                             prompt_tokens, prompt_tokens_reused, completion_tokens,
+                             queued_at, started_at, first_token_at, finished_at,
+                             ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
+                             score, exact_match, f1, chosen_index, parallel_slot)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21, ?22, ?23)",
+        params![
+            run_id,
+            a.question_id,
+            if a.ok { "ok" } else { "error" },
+            a.answer,
+            a.error,
+            a.finish_reason,
+            a.prompt_tokens,
+            a.prompt_tokens_reused,
+            a.completion_tokens,
+            a.queued_at,
+            a.started_at,
+            a.first_token_at,
+            a.finished_at,
+            a.ttft_ms,
+            a.latency_ms,
+            a.decode_tok_per_s,
+            a.rss_bytes,
+            a.gpu_used_bytes,
+            a.score,
+            a.exact_match,
+            a.f1,
+            a.chosen_index,
+            a.parallel_slot
+        ],
+    )?;
+    Ok(())
 }

@@ -1,0 +1,265 @@
+//! The log-likelihood phase of a session (`--mc-scoring loglik|both`): every multiple-choice
+//! question still without choice scores gets its prompt and continuations ([`prompt`]), is
+//! scored by [`super::loglik`] in a llama.cpp context of its own, and is committed with all its
+//! choices in one transaction (with its answer row when log-likelihood is its only scoring).
+
+use super::loglik::{self, ChoiceJob, Scored};
+use super::recorder::Recorder;
+use super::scheduler::Ended;
+use super::signal::StopSignal;
+use super::{Decoded, RunRequest};
+use crate::config::McScoring;
+use crate::dataset::Question;
+use crate::engine::{Engine, SessionOptions};
+use crate::error::Result;
+use crate::prompt::loglik_message;
+use crate::store::{AnswerRow, ChoiceRow, ChoiceScores, Holder};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A question ready for scoring, or why it cannot be scored.
+enum Prepared {
+    Ready(ChoiceJob, Vec<String>),
+    Rejected(usize, String),
+}
+
+/// Score the choices of `to_score` (indices into `questions`); returns what was committed.
+#[allow(clippy::too_many_arguments)]
+pub fn phase(
+    request: &RunRequest,
+    run_id: i64,
+    holder: &Holder,
+    questions: &[Question],
+    to_score: &[usize],
+    engine: &Engine,
+    stop: &StopSignal,
+) -> Result<Decoded> {
+    if to_score.is_empty() {
+        return Ok(Decoded {
+            ended: Ended::AllDone,
+            committed_now: 0,
+        });
+    }
+    let only_scoring = request.generation.mc_scoring == McScoring::Loglik;
+    let ctx_train = engine.info().n_ctx_train as usize;
+    let prepared: Vec<Prepared> = to_score
+        .iter()
+        .map(|&index| prepare(request, engine, &questions[index], index, ctx_train))
+        .collect();
+    let recorder = Recorder::start(
+        &request.db,
+        run_id,
+        holder.clone(),
+        Duration::from_millis(request.execution.sample_interval_ms),
+    )?;
+    let mut jobs = Vec::new();
+    let mut texts = std::collections::HashMap::new();
+    for item in prepared {
+        match item {
+            Prepared::Rejected(index, reason) => {
+                reject(&recorder, &questions[index], reason, only_scoring);
+            }
+            Prepared::Ready(job, continuations) => {
+                texts.insert(job.question_index, continuations);
+                jobs.push(job);
+            }
+        }
+    }
+    let options = session_options(request, &jobs);
+    log::info!(
+        "log-likelihood scoring: {} questions, {} sequences of {} tokens",
+        jobs.len(),
+        options.sequences,
+        options.ctx_per_sequence
+    );
+    let state = std::sync::Arc::clone(recorder.state());
+    let ended = if jobs.is_empty() {
+        Ok(Ended::AllDone)
+    } else {
+        let mut session = engine.session(options)?;
+        let mut control = || super::control(&state, stop, request.grace);
+        let started = Instant::now();
+        let mut on_scored = |scored: Scored| {
+            let question = &questions[scored.question_index];
+            let continuations = texts.remove(&scored.question_index).unwrap_or_default();
+            recorder.record_choices(choice_scores(
+                question,
+                &scored,
+                &continuations,
+                only_scoring,
+            ));
+        };
+        let ended = loglik::run(
+            &mut session,
+            options.sequences,
+            &mut jobs.into_iter(),
+            &mut control,
+            &mut on_scored,
+        );
+        log::info!(
+            "log-likelihood scoring took {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+        ended
+    };
+    let written = recorder.finish();
+    let ended = ended?;
+    written?;
+    Ok(Decoded {
+        ended,
+        committed_now: state.committed.load(Ordering::SeqCst),
+    })
+}
+
+/// The question's scoring prompt and continuation tokens, or why it cannot be scored: letters
+/// for more than 26 choices, or a prompt and continuation longer than the trained context.
+fn prepare(
+    request: &RunRequest,
+    engine: &Engine,
+    question: &Question,
+    index: usize,
+    ctx_train: usize,
+) -> Prepared {
+    let style = request.generation.mc_continuation;
+    let Some((message, continuations)) = loglik_message(question, style) else {
+        return Prepared::Rejected(
+            index,
+            format!(
+                "{} choices are more than letter labels can name; use --mc-continuation text",
+                question.choices.as_ref().map_or(0, Vec::len)
+            ),
+        );
+    };
+    let system = request.generation.system_prompt.as_deref();
+    let (prompt, tokens) = match engine.scoring_prompt(system, &message, &continuations) {
+        Ok(split) => split,
+        Err(e) => return Prepared::Rejected(index, format!("prompt could not be built: {e:#}")),
+    };
+    let longest = prompt.len() + tokens.iter().map(Vec::len).max().unwrap_or(0);
+    if prompt.is_empty() {
+        return Prepared::Rejected(index, "prompt is empty after tokenization".into());
+    }
+    if longest > ctx_train {
+        return Prepared::Rejected(
+            index,
+            format!("prompt and choice of {longest} tokens exceed the model's trained context of {ctx_train}"),
+        );
+    }
+    Prepared::Ready(
+        ChoiceJob {
+            question_index: index,
+            prompt,
+            continuations: tokens,
+        },
+        continuations,
+    )
+}
+
+/// Sequences for `--parallel` questions at once, each with the sequences it needs, and a
+/// context that holds the longest prompt with its longest continuation.
+fn session_options(request: &RunRequest, jobs: &[ChoiceJob]) -> SessionOptions {
+    let per_question = jobs.iter().map(ChoiceJob::sequences).max().unwrap_or(1) as u32;
+    let questions_at_once = request.execution.parallel.min(jobs.len().max(1) as u32);
+    let longest = jobs
+        .iter()
+        .map(|j| j.prompt.len() + j.continuations.iter().map(Vec::len).max().unwrap_or(0))
+        .max()
+        .unwrap_or(1) as u32;
+    // llama.cpp pads the KV cache to 256 cells; round up so no sequence runs out.
+    let ctx_per_sequence = longest.div_ceil(256).max(1) * 256;
+    let sequences = per_question * questions_at_once;
+    SessionOptions {
+        sequences,
+        ctx_per_sequence,
+        batch_size: request.execution.batch_size.max(sequences),
+        threads: request.execution.effective_threads(),
+        kv_unified: request.execution.kv_unified,
+    }
+}
+
+/// A question that cannot be scored: an `error` answer row when scoring is its only answer,
+/// else a warning (its generated answer still comes).
+fn reject(recorder: &Recorder, question: &Question, reason: String, only_scoring: bool) {
+    let id = crate::units::printable(&question.id, crate::units::Lines::Escape);
+    log::warn!("question {id}: not scored by log-likelihood: {reason}");
+    if only_scoring {
+        recorder.record(AnswerRow {
+            question_id: question.id.clone(),
+            ok: false,
+            error: Some(reason),
+            ..Default::default()
+        });
+    }
+}
+
+/// The rows one scored question commits: a row per choice, and with `only_scoring` the answer
+/// row for the choice of highest log-probability (graded 1/0 when the correct index is known).
+fn choice_scores(
+    question: &Question,
+    scored: &Scored,
+    continuations: &[String],
+    only_scoring: bool,
+) -> ChoiceScores {
+    let choices: Vec<ChoiceRow> = scored
+        .choices
+        .iter()
+        .zip(continuations)
+        .enumerate()
+        .map(|(index, (score, text))| ChoiceRow {
+            choice_index: index as i64,
+            continuation: text.clone(),
+            logprob: score.logprob,
+            tokens: score.tokens as i64,
+            chars: text.chars().count() as i64,
+            bytes: text.len() as i64,
+            greedy: score.greedy,
+            tokens_computed: score.tokens_computed as i64,
+            tokens_reused: score.tokens_reused as i64,
+        })
+        .collect();
+    let answer = only_scoring.then(|| answer_row(question, scored, &choices));
+    ChoiceScores {
+        question_id: question.id.clone(),
+        choices,
+        answer,
+    }
+}
+
+/// The answer of log-likelihood scoring: the first choice of highest log-probability (`acc`,
+/// ties to the first as lm-evaluation-harness), timed over the group it was scored in.
+fn answer_row(question: &Question, scored: &Scored, choices: &[ChoiceRow]) -> AnswerRow {
+    let best = choices
+        .iter()
+        .fold(None::<&ChoiceRow>, |best, c| match best {
+            Some(b) if b.logprob >= c.logprob => Some(b),
+            _ => Some(c),
+        });
+    let chosen = best.map(|c| c.choice_index);
+    let score = match (chosen, question.answer_index) {
+        (Some(chosen), Some(correct)) => Some(f64::from(u8::from(chosen == correct as i64))),
+        _ => None,
+    };
+    let started = crate::units::time_text(scored.started);
+    let finished = crate::units::time_text(scored.finished);
+    AnswerRow {
+        question_id: question.id.clone(),
+        ok: true,
+        answer: best.map(|c| c.continuation.clone()),
+        finish_reason: Some("loglik".into()),
+        prompt_tokens: Some(scored.prompt_tokens as i64),
+        prompt_tokens_reused: Some(0),
+        completion_tokens: Some(0),
+        queued_at: Some(started.clone()),
+        started_at: Some(started),
+        finished_at: Some(finished),
+        latency_ms: Some(
+            (scored.finished - scored.started)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1000.0,
+        ),
+        score,
+        chosen_index: chosen,
+        ..Default::default()
+    }
+}
