@@ -173,8 +173,24 @@ pub fn summary_text(store: &Store, run_id: i64) -> Result<String> {
     let s = store
         .run_summary(run_id)?
         .ok_or_else(|| usage(format!("run {run_id} does not exist")))?;
+    let loglik = if s.loglik_scored > 0 {
+        format!(
+            "\n  log-likelihood ({} questions): acc {}  acc_norm {}  chance {}{}",
+            s.loglik_scored,
+            percent(s.loglik_acc),
+            percent(s.loglik_acc_norm),
+            percent(s.loglik_chance),
+            s.generated_loglik_agreement
+                .map_or(String::new(), |a| format!(
+                    "  generated = loglik {}",
+                    percent(Some(a))
+                )),
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "run {run_id} · {} · {}\n  answered {}/{} (ok {}, errors {})  accuracy {}  mean F1 {}\n  latency mean {} p50 {} p95 {}  TTFT mean {}\n  generation {} aggregate, {} per sequence  wall {}\n  peak RSS {}{}  peak GPU {}{}",
+        "run {run_id} · {} · {}\n  answered {}/{} (ok {}, errors {})  accuracy {}  mean F1 {}\n  latency mean {} p50 {} p95 {}  TTFT mean {}\n  generation {} aggregate, {} per sequence  wall {}\n  peak RSS {}{}  peak GPU {}{}{loglik}",
         printable(&s.model_name, Lines::Escape),
         s.status,
         s.done,

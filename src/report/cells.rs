@@ -118,6 +118,12 @@ pub const COLUMNS: &[Column] = &[
         rate(r.free_text_accuracy)
     }),
     ("exact match [95% CI]", |r| rate(r.exact_match)),
+    ("loglik acc [95% CI]", |r| rate(r.loglik_acc)),
+    ("loglik acc_norm [95% CI]", |r| rate(r.loglik_acc_norm)),
+    ("chance", |r| percent(r.loglik_chance)),
+    ("generated = loglik", |r| {
+        percent(r.generated_loglik_agreement)
+    }),
     ("F1", |r| fixed(r.mean_f1, 3)),
     ("latency mean", |r| spread(r.latency_ms, |s| s.mean)),
     ("latency p50", |r| spread(r.latency_ms, |s| s.p50)),

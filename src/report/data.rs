@@ -50,6 +50,14 @@ pub struct RunReport {
     pub free_text_accuracy: Option<Rate>,
     /// Short answer: normalised answer == normalised reference, same questions.
     pub exact_match: Option<Rate>,
+    /// Multiple choice by log-likelihood: the choice of highest log-probability is correct.
+    pub loglik_acc: Option<Rate>,
+    /// The same per character of the choice's continuation (lm-evaluation-harness's acc_norm).
+    pub loglik_acc_norm: Option<Rate>,
+    /// The accuracy of guessing: mean of 1 / choices over the questions scored.
+    pub loglik_chance: Option<f64>,
+    /// Generated answers that chose what log-likelihood chose (`--mc-scoring both`).
+    pub generated_loglik_agreement: Option<f64>,
     /// Short answer: mean character F1, same questions (an error row counts as 0).
     pub mean_f1: Option<f64>,
     /// Latency (prompt in a batch → end of generation) of ok answers, ms.
@@ -381,6 +389,10 @@ pub fn summarize(
         mc_accuracy: rate(s.mc_correct, s.mc_graded),
         free_text_accuracy: rate(s.free_correct, s.free_graded),
         exact_match: rate(s.exact_matches, s.free_graded),
+        loglik_acc: rate(s.loglik_acc_correct, s.loglik_scored),
+        loglik_acc_norm: rate(s.loglik_acc_norm_correct, s.loglik_scored),
+        loglik_chance: s.loglik_chance,
+        generated_loglik_agreement: s.generated_loglik_agreement,
         mean_f1: s.mean_f1,
         latency_ms: spread(
             s.ok,

@@ -530,6 +530,20 @@ view_row! {
         exact_match_rate: Option<f64>,
         /// Mean character F1 over graded short answers (error = 0).
         mean_f1: Option<f64>,
+        /// Multiple-choice questions with a key scored by log-likelihood.
+        loglik_scored: i64,
+        /// Of those, the choice of highest log-probability is correct (acc).
+        loglik_acc_correct: i64,
+        /// Of those, the highest log-probability per character is correct (acc_norm).
+        loglik_acc_norm_correct: i64,
+        /// loglik_acc_correct / loglik_scored.
+        loglik_acc: Option<f64>,
+        /// loglik_acc_norm_correct / loglik_scored.
+        loglik_acc_norm: Option<f64>,
+        /// Mean of 1 / choices over the scored questions.
+        loglik_chance: Option<f64>,
+        /// Share of generated answers choosing what acc chose (`--mc-scoring both`).
+        generated_loglik_agreement: Option<f64>,
         /// Latency of ok rows: mean, nearest-rank p50 and p95, max (ms).
         mean_latency_ms: Option<f64>,
         /// p50.
