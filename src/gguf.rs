@@ -1235,6 +1235,7 @@ pub(crate) mod tests {
                 n_batch: 512,
                 gpu_layers: 1,
                 largest_batch: None,
+                logits_rows: None,
                 process_baseline: 0,
                 gpu_backend: true,
                 repack: Default::default(),

@@ -349,3 +349,39 @@ fn both_modes_side_by_side_and_kill_9_then_resume_loses_nothing() {
         .unwrap();
     assert!(close(view, agree), "view {view}, rows {agree}");
 }
+
+#[test]
+fn the_memory_prediction_counts_a_sequence_per_choice_and_stays_within_10_percent() {
+    let dir = tempdir();
+    let questions = bundled_multiple_choice(dir.path(), 8);
+    let db = dir.path().join("memory.db");
+    // Text continuations, 8 questions at once: 32 sequences, each with its own KV.
+    let output = run(
+        &smollm(),
+        &questions,
+        &db,
+        &[
+            "--mc-scoring",
+            "loglik",
+            "--mc-continuation",
+            "text",
+            "--parallel",
+            "8",
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("x 32 sequences"),
+        "one sequence per choice: {}",
+        stderr(&output)
+    );
+    let (predicted, measured, error): (i64, i64, f64) = open(&db)
+        .query_row(
+            "SELECT predicted_peak_bytes, peak_rss_bytes, rss_prediction_error_pct FROM run_summary",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    println!("loglik, 32 sequences: predicted {predicted}, measured {measured} ({error:+.1}%)");
+    assert!(error.abs() <= 10.0, "{error:+.1}%");
+}

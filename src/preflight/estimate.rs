@@ -21,7 +21,8 @@
 //!   1.5·n_embd + 2.5·q_dim)·4` for the largest batch of T tokens (docent-eval asks logits of the
 //!   last token of each sequence only).
 //! * host extras: the vocabulary (≈ 3.9 MB + 144 B a token + 112 B a BPE merge + token text) and
-//!   the logits buffer (`parallel × n_vocab × 4`).
+//!   the logits buffer (`rows × n_vocab × 4`, rows = sequences, or the most continuation tokens of
+//!   one batch when log-likelihood scoring reads a row for each).
 //!
 //! All arithmetic saturates: a term past 2^64 bytes reads as `u64::MAX`, which no budget holds,
 //! so an absurd plan never wraps to a small number that "fits". Header values that overflow on
@@ -114,6 +115,9 @@ pub struct Plan {
     /// Tokens of the largest batch that will really be decoded, when known (after tokenizing);
     /// `None` assumes a full micro-batch.
     pub largest_batch: Option<u32>,
+    /// Most tokens of one batch whose logits are read, when more than one per sequence
+    /// (log-likelihood scoring reads a row per continuation token); `None`: one per sequence.
+    pub logits_rows: Option<u32>,
     /// Resident memory of the process before the model loads (measured) plus its store threads.
     pub process_baseline: u64,
     /// A GPU backend (CUDA) is in use, with its host and device overheads.
@@ -206,6 +210,7 @@ pub fn overflowing_term(shape: &ModelShape) -> Option<&'static str> {
             n_batch: MAX_UBATCH as u32,
             gpu_layers,
             largest_batch: None,
+            logits_rows: None,
             process_baseline: 0,
             gpu_backend: true,
             repack: Repack {
@@ -335,11 +340,12 @@ pub fn estimate(shape: &ModelShape, plan: &Plan) -> Estimate {
         host_inputs
     };
 
+    let logits_rows = plan.logits_rows.map_or(n_seq, u64::from).max(n_seq);
     host.vocab_and_outputs = [
         mul(shape.n_vocab, VOCAB_PER_TOKEN),
         mul(shape.n_merges, VOCAB_PER_MERGE),
         shape.tokenizer_text_bytes,
-        mul(mul(n_seq, shape.n_vocab), 4),
+        mul(mul(logits_rows, shape.n_vocab), 4),
     ]
     .into_iter()
     .fold(VOCAB_FIXED, add);
@@ -429,6 +435,7 @@ mod tests {
             n_batch: 512,
             gpu_layers,
             largest_batch: None,
+            logits_rows: None,
             process_baseline: 0,
             gpu_backend: false,
             repack: Repack::default(),

@@ -307,6 +307,7 @@ pub fn preflight(request: &PreflightRequest, backend: &BackendFacts) -> Result<P
         n_batch: request.batch_size.max(request.parallel),
         gpu_layers: 0,
         largest_batch: None,
+        logits_rows: None,
         process_baseline: process_baseline(),
         gpu_backend: hardware.can_offload,
         repack: Repack::from_system_info(&backend.system_info),
@@ -409,6 +410,7 @@ pub fn check_run(
         n_batch: execution.batch_size.max(n_seq),
         gpu_layers: 0,
         largest_batch: None,
+        logits_rows: None,
         process_baseline: process_baseline(),
         gpu_backend: hardware.can_offload,
         repack: Repack::from_system_info(&backend.system_info),
@@ -493,6 +495,7 @@ impl RunPreflight {
         sequences: u32,
         batch_size: u32,
         largest_batch: u32,
+        logits_rows: Option<u32>,
         gpu_layers: u32,
     ) -> Estimate {
         let plan = Plan {
@@ -501,6 +504,7 @@ impl RunPreflight {
             n_batch: batch_size,
             gpu_layers,
             largest_batch: Some(largest_batch),
+            logits_rows,
             ..self.plan.clone()
         };
         estimate::estimate(&self.report.model, &plan)

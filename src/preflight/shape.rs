@@ -380,6 +380,7 @@ mod tests {
             n_batch,
             gpu_layers,
             largest_batch: None,
+            logits_rows: None,
             process_baseline: 1 << 20,
             gpu_backend: true,
             repack: Repack {

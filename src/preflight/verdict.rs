@@ -485,6 +485,7 @@ mod tests {
             n_batch: 512,
             gpu_layers: 0,
             largest_batch: None,
+            logits_rows: None,
             process_baseline: 0,
             gpu_backend: false,
             repack: Repack::default(),

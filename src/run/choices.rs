@@ -14,6 +14,7 @@ use crate::engine::{Engine, SessionOptions};
 use crate::error::Result;
 use crate::prompt::loglik_message;
 use crate::store::{AnswerRow, ChoiceRow, ChoiceScores, Holder};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -23,49 +24,108 @@ enum Prepared {
     Rejected(usize, String),
 }
 
-/// Score the choices of `to_score` (indices into `questions`); returns what was committed.
-#[allow(clippy::too_many_arguments)]
+/// The scoring phase decided before decoding: the questions to score, those that cannot be
+/// scored and why, and the llama.cpp context they need (counted by the preflight estimate).
+pub struct ScoringPlan {
+    jobs: Vec<ChoiceJob>,
+    continuations: HashMap<usize, Vec<String>>,
+    rejected: Vec<(usize, String)>,
+    /// The context of the scoring session.
+    pub options: SessionOptions,
+    /// Tokens of the largest batch: the prompts and continuations of one group, up to the batch.
+    pub largest_batch: u32,
+    /// Most rows of logits one batch reads: a row per continuation token of a group.
+    pub logits_rows: u32,
+}
+
+/// Tokenize the prompt and continuations of every question in `to_score` (indices into
+/// `questions`); `None` when there is nothing to score.
+pub fn plan(
+    request: &RunRequest,
+    engine: &Engine,
+    questions: &[Question],
+    to_score: &[usize],
+) -> Option<ScoringPlan> {
+    if to_score.is_empty() {
+        return None;
+    }
+    let ctx_train = engine.info().n_ctx_train as usize;
+    let mut jobs = Vec::new();
+    let mut continuations = HashMap::new();
+    let mut rejected = Vec::new();
+    for &index in to_score {
+        match prepare(request, engine, &questions[index], index, ctx_train) {
+            Prepared::Rejected(index, reason) => rejected.push((index, reason)),
+            Prepared::Ready(job, texts) => {
+                continuations.insert(job.question_index, texts);
+                jobs.push(job);
+            }
+        }
+    }
+    let options = session_options(request, &jobs);
+    let group_tokens: usize = jobs
+        .iter()
+        .take(request.execution.parallel as usize)
+        .map(|j| j.prompt.len() + j.continuations.iter().map(Vec::len).sum::<usize>())
+        .sum();
+    // The heaviest group (of `parallel` questions) by the continuation rows it reads at once.
+    let rows_of = |j: &ChoiceJob| -> usize {
+        if j.sequences() == 1 {
+            1
+        } else {
+            j.continuations
+                .iter()
+                .map(|c| c.len().saturating_sub(1))
+                .sum()
+        }
+    };
+    let logits_rows = jobs
+        .chunks(request.execution.parallel.max(1) as usize)
+        .map(|group| group.iter().map(rows_of).sum::<usize>())
+        .max()
+        .unwrap_or(1);
+    Some(ScoringPlan {
+        jobs,
+        continuations,
+        rejected,
+        largest_batch: (group_tokens as u32).min(options.batch_size),
+        logits_rows: (logits_rows as u32).min(options.batch_size),
+        options,
+    })
+}
+
+/// Score the planned questions; returns what was committed.
 pub fn phase(
     request: &RunRequest,
     run_id: i64,
     holder: &Holder,
     questions: &[Question],
-    to_score: &[usize],
+    plan: Option<ScoringPlan>,
     engine: &Engine,
     stop: &StopSignal,
 ) -> Result<Decoded> {
-    if to_score.is_empty() {
+    let Some(plan) = plan else {
         return Ok(Decoded {
             ended: Ended::AllDone,
             committed_now: 0,
         });
-    }
+    };
     let only_scoring = request.generation.mc_scoring == McScoring::Loglik;
-    let ctx_train = engine.info().n_ctx_train as usize;
-    let prepared: Vec<Prepared> = to_score
-        .iter()
-        .map(|&index| prepare(request, engine, &questions[index], index, ctx_train))
-        .collect();
     let recorder = Recorder::start(
         &request.db,
         run_id,
         holder.clone(),
         Duration::from_millis(request.execution.sample_interval_ms),
     )?;
-    let mut jobs = Vec::new();
-    let mut texts = std::collections::HashMap::new();
-    for item in prepared {
-        match item {
-            Prepared::Rejected(index, reason) => {
-                reject(&recorder, &questions[index], reason, only_scoring);
-            }
-            Prepared::Ready(job, continuations) => {
-                texts.insert(job.question_index, continuations);
-                jobs.push(job);
-            }
-        }
+    for (index, reason) in plan.rejected {
+        reject(&recorder, &questions[index], reason, only_scoring);
     }
-    let options = session_options(request, &jobs);
+    let ScoringPlan {
+        jobs,
+        mut continuations,
+        options,
+        ..
+    } = plan;
     log::info!(
         "log-likelihood scoring: {} questions, {} sequences of {} tokens",
         jobs.len(),
@@ -81,13 +141,10 @@ pub fn phase(
         let started = Instant::now();
         let mut on_scored = |scored: Scored| {
             let question = &questions[scored.question_index];
-            let continuations = texts.remove(&scored.question_index).unwrap_or_default();
-            recorder.record_choices(choice_scores(
-                question,
-                &scored,
-                &continuations,
-                only_scoring,
-            ));
+            let texts = continuations
+                .remove(&scored.question_index)
+                .unwrap_or_default();
+            recorder.record_choices(choice_scores(question, &scored, &texts, only_scoring));
         };
         let ended = loglik::run(
             &mut session,

@@ -203,8 +203,13 @@ fn session(
         .collect();
     let engine = load_engine(request, preflight)?;
     let plan = prepare::plan(&engine, questions, &to_generate, request);
-    record_plan(store, run_id, request, preflight, &engine, &plan)?;
-    let scored = choices::phase(request, run_id, holder, questions, &to_score, &engine, stop)?;
+    let scoring = choices::plan(request, &engine, questions, &to_score);
+    let sessions = Sessions {
+        generation: (!to_generate.is_empty()).then_some(&plan),
+        scoring: scoring.as_ref(),
+    };
+    record_plan(store, run_id, request, preflight, &engine, &plan, sessions)?;
+    let scored = choices::phase(request, run_id, holder, questions, scoring, &engine, stop)?;
     if scored.ended == Ended::Stopped || to_generate.is_empty() {
         return end_session(store, request, run_id, questions.len() as i64, scored);
     }
@@ -254,7 +259,16 @@ fn load_engine(request: &RunRequest, preflight: &RunPreflight) -> Result<Engine>
     })
 }
 
-/// Store the prediction for the settings really used and what the engine chose.
+/// The llama.cpp contexts a session creates, one after the other: log-likelihood scoring, then
+/// generation (each absent when it has nothing to do).
+#[derive(Clone, Copy)]
+struct Sessions<'a> {
+    generation: Option<&'a SessionPlan>,
+    scoring: Option<&'a choices::ScoringPlan>,
+}
+
+/// Store the prediction for the settings really used and what the engine chose. The contexts of
+/// scoring and generation never coexist: the prediction is the larger of the two.
 fn record_plan(
     store: &Store,
     run_id: i64,
@@ -262,17 +276,53 @@ fn record_plan(
     preflight: &RunPreflight,
     engine: &Engine,
     plan: &SessionPlan,
+    sessions: Sessions<'_>,
 ) -> Result<()> {
     let options = plan.options;
-    let predicted = preflight.refined(
-        options.ctx_per_sequence,
-        options.sequences,
-        options.batch_size,
-        (plan.longest_prompt as u32)
-            .saturating_mul(options.sequences)
-            .min(options.batch_size),
-        engine.info().gpu_layers,
-    );
+    let layers = engine.info().gpu_layers;
+    let generation = sessions.generation.map(|plan| {
+        let o = plan.options;
+        let largest_batch = (plan.longest_prompt as u32)
+            .saturating_mul(o.sequences)
+            .min(o.batch_size);
+        preflight.refined(
+            o.ctx_per_sequence,
+            o.sequences,
+            o.batch_size,
+            largest_batch,
+            None,
+            layers,
+        )
+    });
+    let scoring = sessions.scoring.map(|s| {
+        let o = s.options;
+        log::info!(
+            "scoring context: {} tokens per sequence x {} sequences",
+            o.ctx_per_sequence,
+            o.sequences
+        );
+        preflight.refined(
+            o.ctx_per_sequence,
+            o.sequences,
+            o.batch_size,
+            s.largest_batch,
+            Some(s.logits_rows),
+            layers,
+        )
+    });
+    let predicted = match (generation, scoring) {
+        (Some(g), Some(s)) if s.host_peak > g.host_peak => s,
+        (Some(g), _) => g,
+        (None, Some(s)) => s,
+        (None, None) => preflight.refined(
+            options.ctx_per_sequence,
+            options.sequences,
+            options.batch_size,
+            options.batch_size,
+            None,
+            layers,
+        ),
+    };
     store.set_predicted_peak(run_id, predicted.host_peak)?;
     let record = EngineRecord {
         placement: crate::record::Placement {
