@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// A token id of the loaded model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(i32);
 
 /// Ids for decoders that are not llama.cpp (the scheduler's tests).

@@ -203,3 +203,70 @@ fn an_overlong_prompt_among_short_ones_is_an_error_row_with_parallel_sequences()
         "{long_error}"
     );
 }
+
+#[test]
+fn questions_sharing_a_passage_compute_it_once_and_answer_as_without_the_cache() {
+    // Twelve questions on four passages, interleaved in the file (a reading-comprehension set).
+    let questions = root().join("questions/passages_sample.jsonl");
+    let dir = tempdir();
+    let args = [
+        "--parallel",
+        "2",
+        "--max-tokens",
+        "6",
+        "--threads",
+        "2",
+        "--system",
+        SYSTEM,
+    ];
+    let tree = dir.path().join("tree.db");
+    let output = run(&smollm(), &questions, &tree, &args);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("prompt prefixes: 5 shared"),
+        "the template with the system prompt, and under it one per passage: {}",
+        stderr(&output)
+    );
+    let plain = dir.path().join("plain.db");
+    let output = run(
+        &smollm(),
+        &questions,
+        &plain,
+        &[&args[..], &["--no-prefix-cache"]].concat(),
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    // A passage's KV computed in another batch differs only by rounding (llama.cpp's CPU kernels
+    // differ by batch size), so greedy answers match except at near-ties; a wrong copy would
+    // change them all.
+    let (with_tree, without) = (answer_texts(&tree), answer_texts(&plain));
+    let same = with_tree
+        .iter()
+        .filter(|(id, a)| without.get(*id) == Some(a))
+        .count();
+    assert!(same >= 10, "{same}/12 equal:\n{with_tree:#?}\n{without:#?}");
+    let (prompt, reused): (i64, i64) = open(&tree)
+        .query_row(
+            "SELECT SUM(prompt_tokens), SUM(prompt_tokens_reused) FROM answers",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let computed = prompt - reused;
+    println!("passages: {prompt} prompt tokens, {computed} computed per question");
+    // Every question computes only its own words; each passage is computed once, elsewhere.
+    assert!(
+        computed * 5 < prompt,
+        "{computed} of {prompt} computed per question"
+    );
+}
+
+/// Answer text by question id.
+fn answer_texts(db: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    open(db)
+        .prepare("SELECT question_id, answer FROM answers")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

@@ -46,6 +46,8 @@ if [ ! -x "$rel/llama-batched-bench" ] || [ "$rel/libllama.so" -nt "$rel/llama-b
     -L "$rel" -lllama -lggml -lggml-base -lpthread -Wl,-rpath,'$ORIGIN' -o "$rel/llama-batched-bench"
 fi
 
+# OpenMP's runtime travels too: a GPU machine's image may lack it.
+cp -f "$(gcc -print-file-name=libgomp.so.1)" "$rel/libgomp.so.1"
 # The build: the two programs and every shared library beside them (llama.cpp's backends are
 # modules loaded from the binary's folder).
 (cd "$rel" && tar -cf - docent-eval llama-batched-bench lib*.so*) | xz -T0 -6 >"$out/cuda-build.tar.xz"

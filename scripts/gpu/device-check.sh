@@ -51,6 +51,8 @@ if [ -n "$libs" ]; then
     [ -d "$extra" ] && export LD_LIBRARY_PATH="$extra:${LD_LIBRARY_PATH:-}"
   done
 fi
+# The driver's libraries where a container mounts them.
+[ -d /usr/local/nvidia/lib64 ] && export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
 log "CUDA libraries: ${libs:-none found}; GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none)"
 
 # 1. The model.
@@ -82,25 +84,33 @@ EOF
 "$bin" preflight --model "$model" --parallel "$max_n" --ctx $((512 + MAX_TOKENS)) >"$work/preflight.txt" 2>&1 || true
 "$bin" preflight --model "$model" --parallel "$max_n" --ctx $((512 + MAX_TOKENS)) --json >"$work/preflight.json" 2>/dev/null || true
 log "preflight: $(grep -E '^(machine|verdict)' "$work/preflight.txt" | tr '\n' ' ')"
+if [ "$PRESET" != tiny ] && ! grep -q "llama.cpp sees" "$work/preflight.txt"; then
+  # An 8B model on the CPU would take the whole lease: stop with what the loader says.
+  log "no GPU visible to llama.cpp; not running the 8B model on the CPU"
+  ldd "$bundle/libggml-cuda.so" >&2 || true
+  cat "$work/preflight.txt" >&2
+  exit 3
+fi
 
-# 3. docent-eval at each N, each run its own database. Each N answers QUESTIONS_PER_SEQ x N
-#    questions (at least 8).
-: >"$work/runs.txt"
+# 3. docent-eval at each N, all runs in one database (the 4 GiB model is hashed once). Each N
+#    answers QUESTIONS_PER_SEQ x N questions (at least 8).
+db=$work/runs.db
+rm -f "$db" "$work/runs.txt"
 for n in $PARALLEL; do
   count=$((n * QUESTIONS_PER_SEQ)); [ "$count" -lt 8 ] && count=8
   head -n "$count" "$work/questions.jsonl" >"$work/q$n.jsonl"
-  rm -f "$work/run$n.db"
   if RUST_LOG=docent_eval=info "$bin" run --model "$model" --questions "$work/q$n.jsonl" \
-      --db "$work/run$n.db" --parallel "$n" --max-tokens "$MAX_TOKENS" --ignore-eos \
+      --db "$db" --parallel "$n" --max-tokens "$MAX_TOKENS" --ignore-eos \
       --n-gpu-layers auto >"$work/run$n.log" 2>&1; then
-    echo "$n" >>"$work/runs.txt"
+    run_id=$(sed -n 's/.*started run \([0-9]*\):.*/\1/p' "$work/run$n.log" | head -1)
+    echo "$n $run_id" >>"$work/runs.txt"
     log "run --parallel $n: $(grep -E 'generation|decode loop' "$work/run$n.log" | tr -s ' ' | tr '\n' ' ')"
   else
     log "run --parallel $n failed:"; tail -20 "$work/run$n.log" >&2
   fi
 done
 # The prompt length batched-bench gets: the mean of the largest run's prompts.
-pp=$(python3 -c "import sqlite3,sys; print(round(sqlite3.connect(sys.argv[1]).execute('select 1.0*prompt_tokens/total from run_summary').fetchone()[0]))" "$work/run$max_n.db" 2>/dev/null || echo 100)
+pp=$(python3 -c "import sqlite3,sys; print(round(sqlite3.connect(sys.argv[1]).execute('select 1.0*prompt_tokens/total from run_summary order by run_id desc').fetchone()[0]))" "$db" 2>/dev/null || echo 100)
 
 # 4. llama-batched-bench on the same shapes: the mean prompt length of the runs, MAX_TOKENS
 #    generated, all layers offloaded (what --n-gpu-layers auto chose above when it fits).

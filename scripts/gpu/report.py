@@ -47,11 +47,12 @@ def main():
     work, out, preset, model_s, pp, max_tokens = sys.argv[1:7]
     bb = batched_bench(work)
     rows, placement = [], "-"
-    for n in (int(x) for x in open(f"{work}/runs.txt").read().split()):
-        db = sqlite3.connect(f"{work}/run{n}.db")
-        db.row_factory = sqlite3.Row
-        s = db.execute("select * from run_summary").fetchone()
-        engine = json.loads(db.execute("select engine_json from runs").fetchone()[0])
+    db = sqlite3.connect(f"{work}/runs.db")
+    db.row_factory = sqlite3.Row
+    for line in open(f"{work}/runs.txt"):
+        n, run_id = (int(x) for x in line.split())
+        s = db.execute("select * from run_summary where run_id = ?", (run_id,)).fetchone()
+        engine = json.loads(db.execute("select engine_json from runs where id = ?", (run_id,)).fetchone()[0])
         place = engine.get("placement", {})
         placement = f"{place.get('gpu_layers')} layers offloaded ({place.get('reason')})"
         log = open(f"{work}/run{n}.log", encoding="utf-8", errors="replace").read()

@@ -7,6 +7,7 @@
 
 mod choices;
 mod loglik;
+mod prefix_tree;
 mod prepare;
 pub mod progress;
 pub mod recorder;
@@ -341,7 +342,7 @@ fn record_plan(
         },
         model: engine.info().clone(),
         session: options,
-        shared_prefix_tokens: plan.prefix.tokens.len(),
+        shared_prefix_tokens: plan.prefix.common_tokens(),
         execution: request.execution.clone(),
     };
     log::info!(
@@ -356,6 +357,18 @@ fn record_plan(
         options.threads,
         record.shared_prefix_tokens
     );
+    if !plan.prefix.nodes.is_empty() {
+        log::info!(
+            "prompt prefixes: {} shared ({} tokens computed once), {} sequences hold them",
+            plan.prefix.nodes.len(),
+            plan.prefix
+                .nodes
+                .iter()
+                .map(|n| n.tokens.len())
+                .sum::<usize>(),
+            plan.prefix.sequences.len()
+        );
+    }
     store.set_engine_record(run_id, &record)
 }
 
@@ -394,7 +407,7 @@ fn decode(
     let jobs = jobs(
         request,
         questions,
-        pending,
+        &plan.order,
         engine,
         plan.prompts,
         &recorder,

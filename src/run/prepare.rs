@@ -2,7 +2,7 @@
 //! why it cannot run), the context per sequence, the prompt prefix all questions share, and the
 //! shape of the llama.cpp context.
 
-use super::scheduler::SharedPrefix;
+use super::scheduler::Prefixes;
 use super::RunRequest;
 use crate::dataset::Question;
 use crate::engine::{Engine, SessionOptions, Token};
@@ -26,8 +26,11 @@ pub struct SessionPlan {
     pub prompts: Vec<Prompt>,
     /// Sequence slots decoding questions.
     pub slots: u32,
-    /// The prefix every prompt shares (empty when too short or not supported).
-    pub prefix: SharedPrefix,
+    /// The prompt prefixes several questions share, computed once each (none when too short
+    /// or not supported).
+    pub prefix: Prefixes,
+    /// The pending questions in the order to run them: questions sharing a prefix together.
+    pub order: Vec<usize>,
     /// The llama.cpp context.
     pub options: SessionOptions,
     /// Tokens of the longest prompt.
@@ -77,8 +80,8 @@ pub fn plan(
         .filter(|&&i| matches!(prompts[i], Prompt::Ready(_)))
         .count();
     let slots = request.execution.parallel.min(runnable.max(1) as u32);
-    let prefix = shared_prefix(engine, &prompts, slots, request);
-    let sequences = slots + u32::from(!prefix.tokens.is_empty());
+    let (prefix, order) = shared_prefixes(engine, &prompts, pending, slots, request);
+    let sequences = slots + prefix.sequences.len() as u32;
     let options = SessionOptions {
         sequences,
         ctx_per_sequence,
@@ -90,6 +93,7 @@ pub fn plan(
         prompts,
         slots,
         prefix,
+        order,
         options,
         longest_prompt,
     }
@@ -122,30 +126,62 @@ fn admit(
     }
 }
 
-/// The prefix common to every runnable prompt of the run, in the sequence after the slots; empty
-/// when disabled, unsupported (recurrent models cannot copy a sequence) or too short to pay.
-fn shared_prefix(
+/// The prefixes shared by runnable prompts of the run (all of them, so every session of a run
+/// computes the same prefixes) and the pending questions in the order that groups them; no
+/// prefixes when disabled, unsupported (recurrent and sliding-window models cannot copy a
+/// sequence) or too short to pay. A prefix sequence (after the slots) is needed per level of
+/// nesting, and one more so the next prefix can be built while the last one's questions start.
+fn shared_prefixes(
     engine: &Engine,
     prompts: &[Prompt],
+    pending: &[usize],
     slots: u32,
     request: &RunRequest,
-) -> SharedPrefix {
-    let tokens = if request.execution.prefix_cache && engine.supports_sequence_copy() {
-        super::scheduler::common_prefix(prompts.iter().filter_map(|p| match p {
-            Prompt::Ready(tokens) => Some(tokens.as_slice()),
-            Prompt::Rejected(_) => None,
-        }))
-    } else {
-        Vec::new()
-    };
-    SharedPrefix {
-        sequence: slots,
-        tokens: if tokens.len() >= MIN_SHARED_PREFIX {
-            tokens
-        } else {
-            Vec::new()
-        },
+) -> (Prefixes, Vec<usize>) {
+    if !request.execution.prefix_cache || !engine.supports_sequence_copy() {
+        return (Prefixes::default(), pending.to_vec());
     }
+    let runnable: Vec<(usize, &[Token])> = prompts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Prompt::Ready(tokens) => Some((i, tokens.as_slice())),
+            Prompt::Rejected(_) => None,
+        })
+        .collect();
+    let position: std::collections::HashMap<usize, usize> = runnable
+        .iter()
+        .enumerate()
+        .map(|(at, &(i, _))| (i, at))
+        .collect();
+    let token_lists: Vec<&[Token]> = runnable.iter().map(|&(_, t)| t).collect();
+    let pending_runnable: Vec<usize> = pending
+        .iter()
+        .filter_map(|i| position.get(i).copied())
+        .collect();
+    let (nodes, order) =
+        super::prefix_tree::build(&token_lists, &pending_runnable, MIN_SHARED_PREFIX);
+    let depth = nodes
+        .iter()
+        .map(|n| std::iter::successors(Some(n), |n| n.parent.map(|p| &nodes[p])).count())
+        .max()
+        .unwrap_or(0);
+    let held = (depth + usize::from(nodes.len() > depth)).min(nodes.len()) as u32;
+    // Rejected prompts keep their place at the front: they become error rows at once.
+    let rejected = pending
+        .iter()
+        .copied()
+        .filter(|i| !position.contains_key(i));
+    let order = rejected
+        .chain(order.into_iter().map(|at| runnable[at].0))
+        .collect();
+    (
+        Prefixes {
+            nodes,
+            sequences: (slots..slots + held).collect(),
+        },
+        order,
+    )
 }
 
 /// A question's prompt exactly as the model receives it.

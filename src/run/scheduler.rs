@@ -151,14 +151,111 @@ pub struct Limits {
     pub ignore_eos: bool,
 }
 
-/// Tokens every prompt starts with (chat-template header, system prompt), prefilled once into
-/// their own sequence and copied into each slot instead of being recomputed per question.
+/// Prompt prefixes shared by several questions (a chat-template header with a system prompt, a
+/// passage several questions read): each is computed once into a sequence of its own, built from
+/// a copy of its parent, and copied into the slot of every question that starts with it.
 #[derive(Debug, Clone, Default)]
-pub struct SharedPrefix {
-    /// The common tokens; empty disables the cache.
+pub struct Prefixes {
+    /// The shared prefixes, each a proper extension of its parent; parents come first.
+    pub nodes: Vec<PrefixNode>,
+    /// Sequence ids that hold prefixes (after the slots); none disables reuse.
+    pub sequences: Vec<u32>,
+}
+
+/// One shared prefix.
+#[derive(Debug, Clone)]
+pub struct PrefixNode {
+    /// Its tokens.
     pub tokens: Vec<Token>,
-    /// The sequence id that holds them (one past the slots).
-    pub sequence: u32,
+    /// The longest other shared prefix it extends.
+    pub parent: Option<usize>,
+    /// Questions that start from it as their longest shared prefix, plus its children: once
+    /// all have taken their copy, its sequence may hold another prefix.
+    pub users: usize,
+}
+
+impl Prefixes {
+    /// Tokens every prompt shares (the roots' common part when there is a single root).
+    pub fn common_tokens(&self) -> usize {
+        match self.nodes.iter().filter(|n| n.parent.is_none()).count() {
+            1 => self.nodes[0].tokens.len(),
+            _ => 0,
+        }
+    }
+
+    /// The deepest prefix `prompt` starts with.
+    pub fn node_for(&self, prompt: &[Token]) -> Option<usize> {
+        let mut found = None;
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .enumerate()
+                .find(|(_, n)| n.parent == found && prompt.starts_with(&n.tokens));
+            match next {
+                Some((index, _)) => found = Some(index),
+                None => return found,
+            }
+        }
+    }
+}
+
+/// Which prefix each prefix sequence holds, and how many users each prefix has left.
+struct PrefixPool {
+    held: Vec<Option<usize>>,
+    users: Vec<usize>,
+}
+
+impl PrefixPool {
+    fn new(prefixes: &Prefixes) -> PrefixPool {
+        PrefixPool {
+            held: vec![None; prefixes.sequences.len()],
+            users: prefixes.nodes.iter().map(|n| n.users).collect(),
+        }
+    }
+
+    /// The pool index holding `node`, computing it (from its parent's copy when the parent can
+    /// be held) into a free sequence or one whose prefix has no users left; `None` when every
+    /// prefix sequence is still needed.
+    fn hold<D: Decoder>(
+        &mut self,
+        decoder: &mut D,
+        prefixes: &Prefixes,
+        node: usize,
+    ) -> Result<Option<usize>> {
+        if let Some(index) = self.held.iter().position(|&h| h == Some(node)) {
+            return Ok(Some(index));
+        }
+        let parent = prefixes.nodes[node].parent;
+        let parent_index = match parent {
+            Some(p) => self.hold(decoder, prefixes, p)?,
+            None => None,
+        };
+        let free = (0..self.held.len()).find(|&i| {
+            Some(i) != parent_index && self.held[i].is_none_or(|held| self.users[held] == 0)
+        });
+        let Some(index) = free else {
+            return Ok(None);
+        };
+        let sequence = prefixes.sequences[index];
+        if self.held[index].take().is_some() {
+            decoder.forget_sequence(sequence);
+        }
+        let start = match (parent, parent_index) {
+            (Some(p), Some(from)) => {
+                let positions = prefixes.nodes[p].tokens.len();
+                decoder.copy_sequence(prefixes.sequences[from], sequence, positions as u32)?;
+                positions
+            }
+            _ => 0,
+        };
+        if let Some(p) = parent {
+            self.users[p] = self.users[p].saturating_sub(1);
+        }
+        prefill(decoder, sequence, &prefixes.nodes[node].tokens, start)?;
+        self.held[index] = Some(node);
+        Ok(Some(index))
+    }
 }
 
 /// Wall-clock times derived from one monotonic clock, so differences are exact and ordered.
@@ -225,7 +322,7 @@ fn ms(from: Instant, to: Instant) -> f64 {
 pub fn run<D: Decoder>(
     decoder: &mut D,
     limits: Limits,
-    prefix: &SharedPrefix,
+    prefixes: &Prefixes,
     jobs: &mut dyn Iterator<Item = Job<D::Sampler>>,
     control: &mut dyn FnMut() -> Control,
     on_complete: &mut dyn FnMut(Completion),
@@ -233,14 +330,14 @@ pub fn run<D: Decoder>(
     let clock = Clock::new();
     let mut slots: Vec<Option<Active<D::Sampler>>> = (0..limits.sequences).map(|_| None).collect();
     let mut jobs_exhausted = false;
-    prefill_prefix(decoder, prefix)?;
+    let mut pool = PrefixPool::new(prefixes);
     loop {
         let command = control();
         if command == Control::Abort {
             return Ok(Ended::Stopped);
         }
         if command == Control::Continue && !jobs_exhausted {
-            jobs_exhausted = refill_slots(decoder, prefix, &mut slots, jobs)?;
+            jobs_exhausted = refill_slots(decoder, prefixes, &mut pool, &mut slots, jobs)?;
         }
         if slots.iter().all(Option::is_none) {
             return Ok(if jobs_exhausted {
@@ -261,24 +358,33 @@ pub fn run<D: Decoder>(
     }
 }
 
-fn prefill_prefix<D: Decoder>(decoder: &mut D, prefix: &SharedPrefix) -> Result<()> {
+/// Decode `tokens[start..]` into `sequence` at their positions, in batches of its capacity.
+fn prefill<D: Decoder>(
+    decoder: &mut D,
+    sequence: u32,
+    tokens: &[Token],
+    start: usize,
+) -> Result<()> {
     let capacity = decoder.batch_capacity();
-    for (chunk_index, chunk) in prefix.tokens.chunks(capacity).enumerate() {
+    let mut position = start;
+    while position < tokens.len() {
         decoder.clear_batch();
-        let start = chunk_index * capacity;
-        for (offset, &token) in chunk.iter().enumerate() {
-            decoder.push(token, (start + offset) as u32, prefix.sequence, false)?;
+        let end = (position + capacity).min(tokens.len());
+        for (at, &token) in tokens.iter().enumerate().take(end).skip(position) {
+            decoder.push(token, at as u32, sequence, false)?;
         }
         decoder.decode()?;
+        position = end;
     }
     Ok(())
 }
 
-/// Give every free slot the next job, its sequence starting from the shared prefix's KV.
-/// Returns whether the jobs ran out.
+/// Give every free slot the next job, its sequence starting from a copy of the deepest shared
+/// prefix its prompt starts with. Returns whether the jobs ran out.
 fn refill_slots<D: Decoder>(
     decoder: &mut D,
-    prefix: &SharedPrefix,
+    prefixes: &Prefixes,
+    pool: &mut PrefixPool,
     slots: &mut Slots<D::Sampler>,
     jobs: &mut dyn Iterator<Item = Job<D::Sampler>>,
 ) -> Result<bool> {
@@ -293,11 +399,18 @@ fn refill_slots<D: Decoder>(
                 job.question_index
             ));
         }
-        let reused = reusable(&prefix.tokens, &job.prompt);
-        if reused > 0 {
-            // Only the reused positions: the prefix sequence may hold the prompt's last token
-            // too (a prompt no longer than the prefix), and that token is computed again here.
-            decoder.copy_sequence(prefix.sequence, sequence as u32, reused as u32)?;
+        let mut reused = 0;
+        if let Some(node) = prefixes.node_for(&job.prompt) {
+            if let Some(index) = pool.hold(decoder, prefixes, node)? {
+                pool.users[node] = pool.users[node].saturating_sub(1);
+                reused = reusable(&prefixes.nodes[node].tokens, &job.prompt);
+                if reused > 0 {
+                    // Only the reused positions: the prefix sequence may hold the prompt's last
+                    // token too (a prompt no longer than the prefix), computed again here.
+                    let from = prefixes.sequences[index];
+                    decoder.copy_sequence(from, sequence as u32, reused as u32)?;
+                }
+            }
         }
         *slot = Some(Active::new(job, reused));
     }
@@ -475,14 +588,19 @@ mod tests {
         }
     }
 
-    fn no_prefix() -> SharedPrefix {
-        SharedPrefix::default()
+    fn no_prefix() -> Prefixes {
+        Prefixes::default()
     }
 
-    fn prefix(ids: &[i32], sequence: u32) -> SharedPrefix {
-        SharedPrefix {
-            tokens: tokens(ids),
-            sequence,
+    /// One prefix shared by every prompt, in `sequence`, never given up.
+    fn prefix(ids: &[i32], sequence: u32) -> Prefixes {
+        Prefixes {
+            nodes: vec![PrefixNode {
+                tokens: tokens(ids),
+                parent: None,
+                users: usize::MAX,
+            }],
+            sequences: vec![sequence],
         }
     }
 
@@ -490,7 +608,7 @@ mod tests {
     fn schedule(
         decoder: &mut Scripted,
         limits: Limits,
-        prefix: &SharedPrefix,
+        prefix: &Prefixes,
         jobs: &mut dyn Iterator<Item = Job<Vec<Token>>>,
         mut control: impl FnMut() -> Control,
     ) -> (Result<Ended>, Vec<Completion>) {
@@ -505,7 +623,7 @@ mod tests {
     fn run_all(
         decoder: &mut Scripted,
         limits: Limits,
-        prefix: &SharedPrefix,
+        prefix: &Prefixes,
         jobs: Vec<Job<Vec<Token>>>,
     ) -> Vec<Completion> {
         let count = jobs.len();
@@ -738,6 +856,58 @@ mod tests {
     }
 
     #[test]
+    fn nested_prefixes_are_each_computed_once_from_their_parents_copy_in_two_sequences() {
+        // A system prompt (1..4) and three passages read by two questions each, in the order
+        // the planner gives (questions of a passage together).
+        let prompts: [&[i32]; 6] = [
+            &[1, 2, 3, 4, 10, 11, 12, 13, 50],
+            &[1, 2, 3, 4, 10, 11, 12, 13, 51],
+            &[1, 2, 3, 4, 20, 21, 22, 23, 52],
+            &[1, 2, 3, 4, 20, 21, 22, 23, 53, 54],
+            &[1, 2, 3, 4, 30, 31, 32, 33, 55],
+            &[1, 2, 3, 4, 30, 31, 32, 33, 56],
+        ];
+        let scripts: Vec<(&[i32], &[i32])> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, &[60, 61, 62][..1 + i % 3]))
+            .collect();
+        let node = |ids: &[i32], parent, users| PrefixNode {
+            tokens: tokens(ids),
+            parent,
+            users,
+        };
+        let prefixes = Prefixes {
+            nodes: vec![
+                node(&[1, 2, 3, 4], None, 3),
+                node(&[1, 2, 3, 4, 10, 11, 12, 13], Some(0), 2),
+                node(&[1, 2, 3, 4, 20, 21, 22, 23], Some(0), 2),
+                node(&[1, 2, 3, 4, 30, 31, 32, 33], Some(0), 2),
+            ],
+            sequences: vec![2, 3],
+        };
+        let mut fake = Scripted::new(5, &scripts);
+        let jobs = prompts.iter().enumerate().map(|(i, p)| job(i, p)).collect();
+        let completions = run_all(&mut fake, limits(2, 8), &prefixes, jobs);
+        for (completion, (_, script)) in completions.iter().zip(&scripts) {
+            assert_eq!(completion.text, text(script));
+            assert_eq!(
+                completion.prompt_tokens_reused, 8,
+                "the passage came from a copy"
+            );
+        }
+        // The system prompt is computed once, each passage's 4 tokens once after a copy of it.
+        let prefix_tokens: usize = [2, 3].iter().map(|&s| fake.pushed_to(s).len()).sum();
+        assert_eq!(prefix_tokens, 4 + 3 * 4);
+        let built_from_parent = fake
+            .copies
+            .iter()
+            .filter(|&&(from, to, positions)| from != to && to >= 2 && positions == 4)
+            .count();
+        assert_eq!(built_from_parent, 3);
+    }
+
+    #[test]
     fn a_prompt_exactly_as_long_as_the_shared_prefix_completes_without_a_decode_error() {
         let shared = [1, 2, 3, 4, 5, 6];
         let longer = [1, 2, 3, 4, 5, 6, 7];
@@ -763,7 +933,7 @@ mod tests {
             let mut fake = Scripted::new(4, &[(&prompt, &[20, 21, 22])]);
             let completions = run_all(&mut fake, limits(1, 16), &shared, vec![job(0, &prompt)]);
             assert_eq!(completions[0].text, text(&[20, 21, 22]));
-            let reused = if shared.tokens.is_empty() {
+            let reused = if shared.nodes.is_empty() {
                 0
             } else {
                 prompt.len() - 1
