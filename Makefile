@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
+.PHONY: bench-loglik build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -130,6 +130,12 @@ faults: build models
 FUZZ_CASES ?= 20000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --lib property -- --test-threads=2
+
+# Log-likelihood scoring against llama-perplexity --multiple-choice on the same tasks and token
+# sequences (builds llama-perplexity from the crate's llama.cpp once); writes bench/loglik.md.
+bench-loglik: build $(SMOLLM)
+	CRATE_TOOLS_ONLY=1 scripts/bench/build-tools.sh
+	python3 scripts/bench/loglik.py
 
 # The team's habit, as targets: a background run (resumes if one is unfinished), its status, a
 # graceful stop, and a live memory view.

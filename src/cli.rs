@@ -251,6 +251,11 @@ pub struct RunArgs {
     /// prompt) or as its own text.
     #[arg(long, value_enum, default_value_t = McContinuation::Letter)]
     pub mc_continuation: McContinuation,
+    /// Give the model the plain text after BOS instead of its chat template (base models, and
+    /// the sequences llama-perplexity and lm-evaluation-harness build); with log-likelihood
+    /// scoring each continuation then follows a space.
+    #[arg(long)]
+    pub no_chat_template: bool,
     /// Benchmarks only: generate exactly --max-tokens, ignoring end-of-sequence.
     #[arg(long, hide = true)]
     pub ignore_eos: bool,

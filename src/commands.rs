@@ -80,6 +80,7 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
             ignore_eos: args.ignore_eos,
             mc_scoring: args.mc_scoring,
             mc_continuation: args.mc_continuation,
+            chat_template: !args.no_chat_template,
         },
         execution: ExecutionSettings {
             parallel: args.parallel,

@@ -112,6 +112,13 @@ pub struct GenerationSettings {
     /// What log-likelihood scoring scores for each choice.
     #[serde(default, skip_serializing_if = "McContinuation::is_letter")]
     pub mc_continuation: McContinuation,
+    /// Wrap prompts in the model's chat template (`--no-chat-template`: plain text after BOS).
+    #[serde(default = "chat_default", skip_serializing_if = "Clone::clone")]
+    pub chat_template: bool,
+}
+
+fn chat_default() -> bool {
+    true
 }
 
 impl Default for GenerationSettings {
@@ -127,6 +134,7 @@ impl Default for GenerationSettings {
             ignore_eos: false,
             mc_scoring: McScoring::Generate,
             mc_continuation: McContinuation::Letter,
+            chat_template: true,
         }
     }
 }

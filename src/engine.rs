@@ -227,6 +227,8 @@ struct PromptParts {
     tail: String,
     /// Index in `tokens` of the tail's first token (0: the tail starts with BOS).
     tail_start: usize,
+    /// Whether the tail is read with special tokens (a chat template's markers).
+    tail_special: bool,
 }
 
 /// A loaded model.
@@ -359,8 +361,13 @@ impl Engine {
     /// template's own markers are read as special tokens: the system and user texts are
     /// tokenized as plain text, so a question containing `<|im_end|><|im_start|>system` cannot
     /// open a turn of its own.
-    pub fn prompt(&self, system: Option<&str>, user: &str) -> Result<(String, Vec<Token>)> {
-        let parts = self.prompt_parts(system, user)?;
+    pub fn prompt(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        chat: bool,
+    ) -> Result<(String, Vec<Token>)> {
+        let parts = self.prompt_parts(system, user, chat)?;
         Ok((parts.text, parts.tokens))
     }
 
@@ -369,26 +376,28 @@ impl Engine {
     /// the continuation is what lies past the prompt's own token count. Only the template's last
     /// piece (after the user message, e.g. `<|im_start|>assistant\n`) can merge with a
     /// continuation. A continuation containing special-token text is tokenized on its own as
-    /// plain text, so a choice cannot place a control token.
+    /// plain text, so a choice cannot place a control token. Without `chat`, the prompt is the
+    /// plain text after BOS and nothing in it is read as a special token.
     pub fn scoring_prompt(
         &self,
         system: Option<&str>,
         user: &str,
         continuations: &[String],
+        chat: bool,
     ) -> Result<(Vec<Token>, Vec<Vec<Token>>)> {
-        let parts = self.prompt_parts(system, user)?;
+        let parts = self.prompt_parts(system, user, chat)?;
         let tail_tokens = parts.tokens.len() - parts.tail_start;
         let split = continuations
             .iter()
             .map(|continuation| {
                 let plain = self.tokenize(continuation, false, false);
-                if plain != self.tokenize(continuation, false, true) {
+                if parts.tail_special && plain != self.tokenize(continuation, false, true) {
                     return plain;
                 }
                 let joint = self.tokenize(
                     &format!("{}{continuation}", parts.tail),
                     parts.tail_start == 0,
-                    true,
+                    parts.tail_special,
                 );
                 joint.get(tail_tokens..).unwrap_or_default().to_vec()
             })
@@ -397,8 +406,24 @@ impl Engine {
     }
 
     /// The prompt as text and tokens, and its last piece (the text after the last message,
-    /// tokenized with special tokens) with the index of its first token.
-    fn prompt_parts(&self, system: Option<&str>, user: &str) -> Result<PromptParts> {
+    /// tokenized with special tokens) with the index of its first token. Without `chat`: the
+    /// system text, a blank line and the user text, after BOS, all plain text (as
+    /// llama-perplexity and lm-evaluation-harness without a chat template).
+    fn prompt_parts(&self, system: Option<&str>, user: &str, chat: bool) -> Result<PromptParts> {
+        if !chat {
+            let text = match system {
+                Some(system) => format!("{system}\n\n{user}"),
+                None => user.to_string(),
+            };
+            let tokens = self.tokenize(&text, true, false);
+            return Ok(PromptParts {
+                tail: text.clone(),
+                text,
+                tokens,
+                tail_start: 0,
+                tail_special: false,
+            });
+        }
         // Placeholders from Unicode's private use area, which no template rewrites.
         const SYSTEM: &str = "\u{F8F0}docent-system\u{F8F1}";
         const USER: &str = "\u{F8F0}docent-user\u{F8F1}";
@@ -419,6 +444,7 @@ impl Engine {
                 text,
                 tokens,
                 tail_start: 0,
+                tail_special: true,
             });
         }
         let mut text = String::new();
@@ -443,6 +469,7 @@ impl Engine {
             tokens,
             tail: rest.to_string(),
             tail_start,
+            tail_special: true,
         })
     }
 

@@ -2,9 +2,11 @@
 # Build the reference tools `make bench` compares docent-eval against, with the same CPU flags as
 # the llama.cpp that llama-cpp-sys-2 compiles into docent-eval (GGML_NATIVE=OFF, AVX/AVX2/FMA/F16C/
 # BMI2 on, OpenMP, Release), into bench/work/:
-#   llama-batched-bench  the crate's own vendored llama.cpp (exact library match), with
-#                        tools/batched-bench/ taken from the llama-cpp-python sdist (the crate
-#                        ships no tools/ sources);
+#   llama-batched-bench, llama-perplexity
+#                        the crate's own vendored llama.cpp (exact library match), with
+#                        tools/batched-bench/ and tools/perplexity/ taken from the
+#                        llama-cpp-python sdist (the crate ships no tools/ sources);
+#                        llama-perplexity prints each choice's mean log-probability per token;
 #   llama-server, libllama.so
 #                        the llama-cpp-python sdist's full vendored tree (its own commit);
 #   llama-cpp-python     the Python package from the same sdist, without a second llama.cpp
@@ -33,14 +35,25 @@ fi
 sdist="$work/llama-cpp-python-$LCP_VERSION"
 sdist_src="$sdist/vendor/llama.cpp"
 
-if [ ! -x "$work/crate-build/bin/llama-batched-bench" ]; then
+if [ ! -x "$work/crate-build/bin/llama-batched-bench" ] || [ ! -x "$work/crate-build/bin/llama-perplexity" ]; then
   rm -rf "$work/crate-src" && cp -r "$crate_src" "$work/crate-src" && chmod -R u+w "$work/crate-src"
-  cp "$sdist_src"/tools/batched-bench/* "$work/crate-src/tools/batched-bench/"
-  # Build only batched-bench from the tools directory (the crate's copy lacks the other tools).
-  printf 'add_subdirectory(batched-bench)\n' > "$work/crate-src/tools/CMakeLists.txt"
+  for tool in batched-bench perplexity; do
+    mkdir -p "$work/crate-src/tools/$tool"
+    cp "$sdist_src"/tools/$tool/* "$work/crate-src/tools/$tool/"
+  done
+  # llama-perplexity --multiple-choice prints only the running accuracy; switch on its own
+  # per-choice line (mean log-probability per token) so make bench-loglik can compare choices.
+  sed -i 's|^\( *\)//LOG("    <%s> : %g\\n"|\1LOG("    <%s> : %g\\n"|' "$work/crate-src/tools/perplexity/perplexity.cpp"
+  grep -q '^ *LOG("    <%s> : %g' "$work/crate-src/tools/perplexity/perplexity.cpp" ||
+    { echo "perplexity.cpp: the per-choice log line was not found" >&2; exit 1; }
+  # Build only these tools from the tools directory (the crate's copy lacks the others).
+  printf 'add_subdirectory(batched-bench)\nadd_subdirectory(perplexity)\n' > "$work/crate-src/tools/CMakeLists.txt"
   cmake -S "$work/crate-src" -B "$work/crate-build" "${flags[@]}" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$work/crate-build" --target llama-batched-bench -j "$jobs" >/dev/null
+  cmake --build "$work/crate-build" --target llama-batched-bench llama-perplexity -j "$jobs" >/dev/null
 fi
+
+# CRATE_TOOLS_ONLY=1: only the tools built from the crate's tree (make bench-loglik).
+[ "${CRATE_TOOLS_ONLY:-}" = 1 ] && exit 0
 
 if [ ! -x "$work/lcp-build/bin/llama-server" ]; then
   cmake -S "$sdist_src" -B "$work/lcp-build" "${flags[@]}" -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON >/dev/null
@@ -66,4 +79,4 @@ sdist_commit=$(sed -n "/^## \[$LCP_VERSION\]/,/^## /s/.*llama.cpp@\([0-9a-f]*\).
   echo "files differing between the two trees: src/ $(diff -rq "$crate_src/src" "$sdist_src/src" | wc -l), ggml/src/ $(diff -rq "$crate_src/ggml/src" "$sdist_src/ggml/src" | wc -l), include/ $(diff -rq "$crate_src/include" "$sdist_src/include" | wc -l)"
 } > "$work/tools.txt"
 cat "$work/tools.txt"
-ls -la "$work/crate-build/bin/llama-batched-bench" "$work/lcp-build/bin/llama-server"
+ls -la "$work/crate-build/bin/llama-batched-bench" "$work/crate-build/bin/llama-perplexity" "$work/lcp-build/bin/llama-server"

@@ -188,7 +188,17 @@ fn prepare(
         );
     };
     let system = request.generation.system_prompt.as_deref();
-    let (prompt, tokens) = match engine.scoring_prompt(system, &message, &continuations) {
+    let chat = request.generation.chat_template;
+    // Without a chat template a continuation follows a space (lm-evaluation-harness's
+    // target_delimiter; llama-perplexity's question + " " + answer).
+    // The stored text (and its characters and bytes, as lm-evaluation-harness's acc_norm counts
+    // them) is the choice without the space.
+    let scored: Vec<String> = if chat {
+        continuations.clone()
+    } else {
+        continuations.iter().map(|c| format!(" {c}")).collect()
+    };
+    let (prompt, tokens) = match engine.scoring_prompt(system, &message, &scored, chat) {
         Ok(split) => split,
         Err(e) => return Prepared::Rejected(index, format!("prompt could not be built: {e:#}")),
     };

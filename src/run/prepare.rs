@@ -43,10 +43,11 @@ pub fn render(
     engine: &Engine,
     questions: &[Question],
     system: Option<&str>,
+    chat: bool,
 ) -> Vec<Result<(String, Vec<Token>)>> {
     questions
         .iter()
-        .map(|question| engine.prompt(system, &crate::prompt::user_message(question)))
+        .map(|question| engine.prompt(system, &crate::prompt::user_message(question), chat))
         .collect()
 }
 
@@ -60,7 +61,12 @@ pub fn plan(
     request: &RunRequest,
 ) -> SessionPlan {
     let settings = &request.generation;
-    let rendered = render(engine, questions, settings.system_prompt.as_deref());
+    let rendered = render(
+        engine,
+        questions,
+        settings.system_prompt.as_deref(),
+        settings.chat_template,
+    );
     let longest_prompt = rendered
         .iter()
         .filter_map(|p| p.as_ref().ok().map(|(_, tokens)| tokens.len()))
@@ -207,7 +213,7 @@ pub fn rendered_prompts(
     crate::preflight::check_model_file(model)?;
     let engine = Engine::load(model, crate::config::GpuLayers::Count(0))?;
     let questions = super::limited(&set.questions, limit);
-    render(&engine, questions, system_prompt)
+    render(&engine, questions, system_prompt, true)
         .into_iter()
         .zip(questions)
         .map(|(rendered, question)| {

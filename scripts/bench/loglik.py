@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""`make bench-loglik`: docent-eval's log-likelihood scoring against llama-perplexity
+--multiple-choice on the same tasks, model and threads.
+
+The tasks: the bundled multiple-choice questions, each alone and after each passage of
+questions/passages_sample.jsonl (so prompts run from ~30 to ~200 tokens), 4 choices each. Both
+tools build the same token sequences: BOS + question + " " + choice, no chat template
+(docent-eval `--no-chat-template --mc-continuation text`). llama-perplexity reads its binary task
+file and reports accuracy only; the copy built here (scripts/bench/build-tools.sh) has its
+per-choice log line switched on, which prints the mean log-probability per token of each choice.
+docent-eval stores the sum and the token count per choice (choice_scores).
+
+Reported: how many choices agree within 1e-3 in mean log-probability per token, how many tasks
+pick the same choice by that mean, the accuracy of each, wall time and peak RSS of each, the
+questions per second of loglik against generation (default --max-tokens) on the same set, and
+every disagreement. Writes bench/loglik.md.
+"""
+
+import argparse
+import json
+import resource
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / "bench" / "work"
+DOCENT = ROOT / "target" / "release" / "docent-eval"
+PERPLEXITY = WORK / "crate-build" / "bin" / "llama-perplexity"
+
+
+def log(message):
+    print(f"[bench-loglik {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def tasks():
+    """(id, question text, choices, answer index) for every task."""
+    mc = [json.loads(line) for line in open(ROOT / "questions/korean_history_sample.jsonl", encoding="utf-8")
+          if '"choices"' in line]
+    passages = []
+    for line in open(ROOT / "questions/passages_sample.jsonl", encoding="utf-8"):
+        context = json.loads(line)["context"]
+        if context not in passages:
+            passages.append(context)
+    out = []
+    for variant, passage in enumerate([None] + passages):
+        for q in mc:
+            text = q["question"] if passage is None else f"{passage}\n\n{q['question']}"
+            out.append((f"{q['id']}-{variant}", text, q["choices"], q["answer_index"]))
+    return out
+
+
+def write_perplexity_tasks(path, items):
+    """llama-perplexity's multiple-choice file: u32 count, u32 offsets, then per task the question,
+    mc1 (u32 n, n strings, n i32 labels) and an empty mc2; strings are u32 length + bytes."""
+    def string(text):
+        data = text.encode("utf-8")
+        return struct.pack("<I", len(data)) + data
+    bodies = []
+    for _, question, choices, answer in items:
+        body = string(question) + struct.pack("<I", len(choices))
+        body += b"".join(string(c) for c in choices)
+        body += struct.pack(f"<{len(choices)}i", *[int(i == answer) for i in range(len(choices))])
+        body += struct.pack("<I", 0)
+        bodies.append(body)
+    header_bytes = 4 + 4 * len(bodies)
+    offsets, at = [], header_bytes
+    for body in bodies:
+        offsets.append(at)
+        at += len(body)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<I", len(bodies)))
+        f.write(struct.pack(f"<{len(offsets)}I", *offsets))
+        for body in bodies:
+            f.write(body)
+
+
+def timed(command):
+    """Run a command; (completed process, wall seconds, peak RSS of it in bytes)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if result.returncode != 0:
+        sys.exit(f"{command[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    # ru_maxrss is the largest child so far: run the smaller tool first (docent-eval).
+    return result, wall, max(peak, before) * 1024
+
+
+def run_perplexity(args, items, work):
+    path = work / "tasks.bin"
+    write_perplexity_tasks(path, items)
+    result, wall, rss = timed([str(PERPLEXITY), "-m", args.model, "-bf", str(path), "--multiple-choice",
+                               "-t", str(args.threads), "-c", str(args.ctx), "-ngl", "0"])
+    text = result.stdout + result.stderr
+    means = [float(v) for v in
+             [line.rsplit(":", 1)[1] for line in text.splitlines() if line.startswith("    <") and " : " in line]]
+    expected = sum(len(c) for _, _, c, _ in items)
+    if len(means) != expected:
+        sys.exit(f"llama-perplexity printed {len(means)} per-choice lines, expected {expected}: "
+                 "is the per-choice log line switched on (scripts/bench/build-tools.sh)?")
+    per_task, at = [], 0
+    for _, _, choices, _ in items:
+        per_task.append(means[at:at + len(choices)])
+        at += len(choices)
+    return per_task, wall, rss
+
+
+def run_docent(args, items, work, scoring):
+    questions = work / "tasks.jsonl"
+    with open(questions, "w", encoding="utf-8") as f:
+        for task_id, question, choices, answer in items:
+            f.write(json.dumps({"id": task_id, "question": question, "choices": choices,
+                                "answer_index": answer}, ensure_ascii=False) + "\n")
+    db = work / f"{scoring}.db"
+    command = [str(DOCENT), "run", "--model", args.model, "--questions", str(questions), "--db", str(db),
+               "--threads", str(args.threads), "--parallel", str(args.parallel)]
+    if scoring == "loglik":
+        command += ["--mc-scoring", "loglik", "--mc-continuation", "text", "--no-chat-template"]
+    result, wall, rss = timed(command)
+    connection = sqlite3.connect(db)
+    rows = connection.execute("select question_id, choice_index, logprob, tokens from choice_scores "
+                              "order by question_id, choice_index").fetchall()
+    means = {}
+    for task_id, _, logprob, tokens in rows:
+        means.setdefault(task_id, []).append(logprob / tokens if tokens else float("-inf"))
+    accuracy = connection.execute("select accuracy from run_summary").fetchone()[0]
+    return means, accuracy, wall, rss
+
+
+def first_argmax(values):
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--out", default=str(ROOT / "bench/loglik.md"))
+    args = ap.parse_args()
+    items = tasks()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        log(f"{len(items)} tasks; docent-eval loglik")
+        ours, our_accuracy, our_wall, our_rss = run_docent(args, items, work, "loglik")
+        log("llama-perplexity --multiple-choice")
+        theirs, their_wall, their_rss = run_perplexity(args, items, work)
+        log("docent-eval generation (default --max-tokens) on the same questions")
+        _, generate_accuracy, generate_wall, _ = run_docent(args, items, work, "generate")
+    compared = close = same_pick = correct_theirs = 0
+    disagreements = []
+    for (task_id, _, choices, answer), their in zip(items, theirs):
+        our = ours.get(task_id, [])
+        for index, (a, b) in enumerate(zip(our, their)):
+            compared += 1
+            if abs(a - b) <= 1e-3:
+                close += 1
+            else:
+                disagreements.append(f"| {task_id} | {index} | {choices[index]} | {a:.5f} | {b:.5f} | {a - b:+.5f} |")
+        same_pick += int(bool(our) and first_argmax(our) == first_argmax(their))
+        correct_theirs += int(first_argmax(their) == answer)
+    n = len(items)
+    lines = [
+        "# Log-likelihood scoring against llama-perplexity",
+        "",
+        "Written by `make bench-loglik` (`scripts/bench/loglik.py`; method in its docstring and in",
+        "[README.md](README.md)). Same model, tasks, token sequences and threads.",
+        "",
+        f"- model: `{Path(args.model).name}`, {args.threads} threads; docent-eval `--parallel {args.parallel}`;"
+        f" llama-perplexity `-c {args.ctx}`",
+        f"- tasks: {n} (the bundled multiple-choice questions alone and after each of 4 passages), 4 choices each",
+        "",
+        "| figure | docent-eval | llama-perplexity |",
+        "|---|---:|---:|",
+        f"| choices whose mean log-probability per token agrees within 1e-3 | {close}/{compared} ({100 * close / compared:.1f} %) | |",
+        f"| tasks where the per-token mean picks the same choice | {same_pick}/{n} ({100 * same_pick / n:.1f} %) | |",
+        f"| accuracy (docent-eval: acc; llama-perplexity: per-token mean) | {100 * our_accuracy:.1f} % | {100 * correct_theirs / n:.1f} % |",
+        f"| wall time, s | {our_wall:.1f} | {their_wall:.1f} |",
+        f"| wall time ratio docent-eval / llama-perplexity | {our_wall / their_wall:.2f} | |",
+        f"| peak RSS, MiB | {our_rss / 2**20:.0f} | {their_rss / 2**20:.0f} |",
+        f"| questions/s: loglik vs generation (default --max-tokens) | {n / our_wall:.2f} vs {n / generate_wall:.2f} | |",
+        f"| generation's accuracy on the same set (parsed answers) | {100 * (generate_accuracy or 0):.1f} % | |",
+        "",
+        "Disagreements beyond 1e-3:",
+        "",
+        "| task | choice | text | docent-eval | llama-perplexity | difference |",
+        "|---|---:|---|---:|---:|---:|",
+    ] + (disagreements or ["| (none) | | | | | |"])
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
