@@ -77,6 +77,8 @@ CUDA_ENV = root=$$(scripts/cuda/toolkit.sh $(CUDA_DIR) $(CUDA_MAJOR) $(CUDA_MINO
 	  CMAKE_INSTALL_RPATH="\$$ORIGIN;$$root/lib" CARGO_TARGET_DIR=$(CUDA_TARGET)
 build-cuda: deps
 	$(CUDA_ENV) && $(CARGO) build --release --features cuda
+	@# The binary needs the versioned names (libllama.so.0, ...) the crate does not copy.
+	cp -P $$(ls -dt $(CUDA_TARGET)/release/build/llama-cpp-sys-2-*/out/lib | head -1)/lib*.so* $(CUDA_TARGET)/release/
 	@echo "CUDA build: $(CUDA_BIN) (with its libraries beside it in $(CUDA_TARGET)/release)"
 # What a GPU machine without Rust or network needs, packed into .device/ (scripts/gpu/bundle.sh),
 # and the prepared check itself (scripts/gpu/device-check.sh); `make gpu-check` runs it here, on

@@ -9,6 +9,10 @@ fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     embed_migrations(Path::new(&manifest_dir), Path::new(&out_dir));
     record_build_info(Path::new(&manifest_dir));
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        // The CUDA build links llama.cpp as shared libraries that sit beside the binary.
+        println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN");
+    }
 }
 
 /// Writes `$OUT_DIR/migrations.rs`: every `sql/NNN_name.sql` in version order, plus `sql/views.sql`.

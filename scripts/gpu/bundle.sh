@@ -43,7 +43,7 @@ if [ ! -x "$rel/llama-batched-bench" ] || [ "$rel/libllama.so" -nt "$rel/llama-b
   g++ -O2 -std=c++17 -fopenmp "$tool/batched-bench.cpp" "$tool/main.cpp" \
     -I "$crate_src/common" -I "$crate_src/include" -I "$crate_src/ggml/include" -I "$crate_src/vendor" \
     -Wl,--start-group "${common_libs[@]}" -Wl,--end-group \
-    -L "$rel" -lllama -lggml -lggml-base -lpthread -Wl,-rpath,'$ORIGIN' -o "$rel/llama-batched-bench"
+    -L "$rel" -lllama-common -lllama -lggml -lggml-base -lpthread -Wl,-rpath,'$ORIGIN' -o "$rel/llama-batched-bench"
 fi
 
 # OpenMP's runtime travels too: a GPU machine's image may lack it.

@@ -116,7 +116,7 @@ pp=$(python3 -c "import sqlite3,sys; print(round(sqlite3.connect(sys.argv[1]).ex
 #    generated, all layers offloaded (what --n-gpu-layers auto chose above when it fits).
 npl=$(echo $PARALLEL | tr ' ' ',')
 if [ -x "$bench" ]; then
-  "$bench" -m "$model" -c $((max_n * (pp + MAX_TOKENS) + 256)) -b 2048 -ub 512 -ngl 99 -npp "$pp" \
+  "$bench" -m "$model" -c $((max_n * (pp + MAX_TOKENS) + 256)) -b 512 -ub 512 -ngl 99 -npp "$pp" \
     -ntg "$MAX_TOKENS" -npl "$npl" --output-format jsonl >"$work/batched.jsonl" 2>"$work/batched.log" ||
     { log "llama-batched-bench failed:"; tail -20 "$work/batched.log" >&2; }
 else
