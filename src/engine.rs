@@ -712,14 +712,24 @@ pub(crate) fn log_probs(logits: &[f32], tokens: &[Token]) -> Vec<(f64, bool)> {
 }
 
 /// Index of the largest logit; the first one on ties, as llama.cpp's greedy sampler picks.
+/// Greedy decoding calls this once per sequence and step over the whole vocabulary (128,256
+/// logits for Llama-3), so it is two passes the compiler vectorizes: the maximum over 16 lanes,
+/// then the first index holding it. NaN is never the maximum.
 fn argmax(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    for (index, &logit) in logits.iter().enumerate() {
-        if logit > logits[best] {
-            best = index;
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = if value > *lane { value } else { *lane };
         }
     }
-    best as i32
+    let max = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |max, &v| if v > max { v } else { max });
+    logits.iter().position(|&l| l == max).unwrap_or(0) as i32
 }
 
 #[cfg(test)]
@@ -747,5 +757,14 @@ mod tests {
         assert_eq!(argmax(&[-3.0, -1.5, -2.0]), 1);
         assert_eq!(argmax(&[7.0]), 0);
         assert_eq!(argmax(&[1.0, f32::NEG_INFINITY, 1.0]), 0);
+        assert_eq!(argmax(&[f32::NAN, 0.5, f32::NAN]), 1);
+        assert_eq!(argmax(&[]), 0);
+        // Across the lanes and the remainder.
+        let mut long = vec![0.0_f32; 1000];
+        long[997] = 3.0;
+        long[18] = 3.0;
+        assert_eq!(argmax(&long), 18);
+        long[18] = 2.0;
+        assert_eq!(argmax(&long), 997);
     }
 }

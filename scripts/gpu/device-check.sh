@@ -84,7 +84,7 @@ EOF
 "$bin" preflight --model "$model" --parallel "$max_n" --ctx $((512 + MAX_TOKENS)) >"$work/preflight.txt" 2>&1 || true
 "$bin" preflight --model "$model" --parallel "$max_n" --ctx $((512 + MAX_TOKENS)) --json >"$work/preflight.json" 2>/dev/null || true
 log "preflight: $(grep -E '^(machine|verdict)' "$work/preflight.txt" | tr '\n' ' ')"
-if [ "$PRESET" != tiny ] && ! grep -q "llama.cpp sees" "$work/preflight.txt"; then
+if [ "$PRESET" != tiny ] && grep -q "GPU layers 0 " "$work/preflight.txt"; then
   # An 8B model on the CPU would take the whole lease: stop with what the loader says.
   log "no GPU visible to llama.cpp; not running the 8B model on the CPU"
   ldd "$bundle/libggml-cuda.so" >&2 || true
