@@ -512,12 +512,12 @@ fn html_report_screenshot_is_neither_blank_nor_colourless() {
         &profile,
         &[
             format!("--screenshot={}", shot.display()),
-            "--window-size=1280,2400".to_string(),
+            "--window-size=1280,3200".to_string(),
         ],
     );
     assert!(shot.exists(), "chromium wrote no screenshot");
     let (total, ink, colour) = pixel_counts(&shot);
-    assert_eq!(total, 1280 * 2400);
+    assert_eq!(total, 1280 * 3200);
     assert!(
         ink > total / 50,
         "screenshot nearly blank: {ink} of {total} pixels not white"
