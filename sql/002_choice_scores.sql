@@ -14,6 +14,8 @@ CREATE TABLE choice_scores (
     greedy          INTEGER NOT NULL,          -- 1 when every token was the most probable one
     tokens_computed INTEGER NOT NULL,          -- tokens decoded for this choice alone
     tokens_reused   INTEGER NOT NULL,          -- tokens it took from KV computed once (prompt, shared prefix)
+    token_ids_json  TEXT    NOT NULL,          -- JSON array: the continuation's token ids
+    token_logprobs_json TEXT NOT NULL,         -- JSON array: each token's log-probability (sum = logprob)
     scored_at       TEXT    NOT NULL,
     PRIMARY KEY (run_id, question_id, choice_index)
 );

@@ -26,14 +26,15 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(i32);
 
-/// Ids for decoders that are not llama.cpp (the scheduler's tests).
-#[cfg(test)]
 impl Token {
+    /// A token id for decoders that are not llama.cpp (the scheduler's tests).
+    #[cfg(test)]
     pub(crate) fn from_id(id: i32) -> Token {
         Token(id)
     }
 
-    pub(crate) fn id(self) -> i32 {
+    /// The model's id of this token (stored with per-token scores).
+    pub fn id(self) -> i32 {
         self.0
     }
 }

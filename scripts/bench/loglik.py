@@ -10,7 +10,9 @@ file and reports accuracy only; the copy built here (scripts/bench/build-tools.s
 per-choice log line switched on, which prints the mean log-probability per token of each choice.
 docent-eval stores the sum and the token count per choice (choice_scores).
 
-Reported: how many choices agree within 1e-3 in mean log-probability per token, how many tasks
+docent-eval stores each continuation token's log-probability, so its mean is taken over the same
+span as llama-perplexity's (after the tokens every choice of the task starts with) as well as over
+the whole continuation. Reported: how many choices agree within 1e-3 in mean log-probability per token, how many tasks
 pick the same choice by that mean, the accuracy of each, wall time and peak RSS of each, the
 questions per second of loglik against generation (default --max-tokens) on the same set, and
 every disagreement. Writes bench/loglik.md.
@@ -124,11 +126,21 @@ def run_docent(args, items, work, scoring):
         command += ["--mc-scoring", "loglik", "--mc-continuation", "text", "--no-chat-template"]
     result, wall, rss = timed(command)
     connection = sqlite3.connect(db)
-    rows = connection.execute("select question_id, choice_index, logprob, tokens from choice_scores "
-                              "order by question_id, choice_index").fetchall()
+    rows = connection.execute("select question_id, choice_index, token_ids_json, token_logprobs_json "
+                              "from choice_scores order by question_id, choice_index").fetchall()
+    per_task = {}
+    for task_id, _, ids, logprobs in rows:
+        per_task.setdefault(task_id, []).append((json.loads(ids), json.loads(logprobs)))
+    # Two means per choice: over the whole continuation (lm-evaluation-harness's span), and over
+    # what follows the tokens all of the task's choices start with (llama-perplexity's span).
     means = {}
-    for task_id, _, logprob, tokens in rows:
-        means.setdefault(task_id, []).append(logprob / tokens if tokens else float("-inf"))
+    for task_id, choices in per_task.items():
+        shared = 0
+        while all(len(ids) > shared + 1 for ids, _ in choices) and len({ids[shared] for ids, _ in choices}) == 1:
+            shared += 1
+        means[task_id] = [(sum(lp) / len(lp) if lp else float("-inf"),
+                           sum(lp[shared:]) / len(lp[shared:]) if lp[shared:] else float("-inf"))
+                          for _, lp in choices]
     accuracy = connection.execute("select accuracy from run_summary").fetchone()[0]
     return means, accuracy, wall, rss
 
@@ -158,12 +170,14 @@ def main():
         log(f"docent-eval loglik and generation (default --max-tokens) on {len(plain)} questions")
         _, plain_accuracy, plain_wall, _ = run_docent(args, plain, work, "loglik-plain")
         _, generate_accuracy, generate_wall, _ = run_docent(args, plain, work, "generate")
-    compared = close = same_pick = correct_theirs = 0
+    compared = close = close_whole = same_pick = correct_theirs = 0
     disagreements = []
     for (task_id, _, choices, answer), their in zip(items, theirs):
-        our = ours.get(task_id, [])
-        for index, (a, b) in enumerate(zip(our, their)):
+        pairs = ours.get(task_id, [])
+        our = [span for _, span in pairs]
+        for index, ((whole, a), b) in enumerate(zip(pairs, their)):
             compared += 1
+            close_whole += int(abs(whole - b) <= 1e-3)
             if abs(a - b) <= 1e-3:
                 close += 1
             else:
@@ -183,7 +197,8 @@ def main():
         "",
         "| figure | docent-eval | llama-perplexity |",
         "|---|---:|---:|",
-        f"| choices whose mean log-probability per token agrees within 1e-3 | {close}/{compared} ({100 * close / compared:.1f} %) | |",
+        f"| choices whose mean log-probability per token agrees within 1e-3, over llama-perplexity's span (after the tokens all choices share) | {close}/{compared} ({100 * close / compared:.1f} %) | |",
+        f"| the same over the whole continuation (lm-evaluation-harness's span, docent-eval's acc) | {close_whole}/{compared} ({100 * close_whole / compared:.1f} %) | |",
         f"| tasks where the per-token mean picks the same choice | {same_pick}/{n} ({100 * same_pick / n:.1f} %) | |",
         f"| accuracy (docent-eval: acc; llama-perplexity: per-token mean) | {100 * our_accuracy:.1f} % | {100 * correct_theirs / n:.1f} % |",
         f"| wall time, s | {our_wall:.1f} | {their_wall:.1f} |",

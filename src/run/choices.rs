@@ -271,8 +271,9 @@ fn choice_scores(
         .choices
         .iter()
         .zip(continuations)
+        .zip(&scored.continuation_tokens)
         .enumerate()
-        .map(|(index, (score, text))| ChoiceRow {
+        .map(|(index, ((score, text), tokens))| ChoiceRow {
             choice_index: index as i64,
             continuation: text.clone(),
             logprob: score.logprob,
@@ -282,6 +283,8 @@ fn choice_scores(
             greedy: score.greedy,
             tokens_computed: score.tokens_computed as i64,
             tokens_reused: score.tokens_reused as i64,
+            token_ids: tokens.iter().map(|t| t.id()).collect(),
+            token_logprobs: score.token_logprobs.clone(),
         })
         .collect();
     let answer = only_scoring.then(|| answer_row(question, scored, &choices));

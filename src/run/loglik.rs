@@ -34,7 +34,7 @@ impl ChoiceJob {
 }
 
 /// One choice's score.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChoiceLogprob {
     /// Sum of the natural-log probabilities of the continuation's tokens.
     pub logprob: f64,
@@ -46,6 +46,8 @@ pub struct ChoiceLogprob {
     pub tokens_computed: usize,
     /// Prompt tokens it read from KV computed once for all choices.
     pub tokens_reused: usize,
+    /// Each continuation token's log-probability, in order.
+    pub token_logprobs: Vec<f64>,
 }
 
 /// A scored question.
@@ -56,6 +58,8 @@ pub struct Scored {
     pub prompt_tokens: usize,
     /// One score per choice, in choice order.
     pub choices: Vec<ChoiceLogprob>,
+    /// The continuations' tokens, in choice order.
+    pub continuation_tokens: Vec<Vec<Token>>,
     /// When its group entered the first batch.
     pub started: DateTime<Utc>,
     /// When its scores were complete.
@@ -97,6 +101,7 @@ pub fn run<D: Decoder>(
                 question_index: p.job.question_index,
                 prompt_tokens: p.job.prompt.len(),
                 choices: p.choices,
+                continuation_tokens: p.job.continuations,
                 started,
                 finished,
             });
@@ -146,6 +151,7 @@ fn place(group: Vec<ChoiceJob>) -> Vec<Pending> {
                     tokens: c.len(),
                     tokens_computed: c.len().saturating_sub(1),
                     tokens_reused: job.prompt.len(),
+                    token_logprobs: Vec::with_capacity(c.len()),
                 })
                 .collect();
             Pending {
@@ -308,9 +314,12 @@ impl Batch {
     }
 }
 
+/// Rows are read in the order their tokens were pushed, so each choice's log-probabilities
+/// arrive in token order.
 fn add(choice: &mut ChoiceLogprob, (logprob, greedy): (f64, bool)) {
     choice.logprob += logprob;
     choice.greedy &= greedy;
+    choice.token_logprobs.push(logprob);
 }
 
 #[cfg(test)]
@@ -391,6 +400,9 @@ mod tests {
                     assert_eq!(choice.greedy, greedy);
                     assert_eq!(choice.tokens, c.len());
                     assert_eq!(choice.tokens_reused, prompt.len());
+                    assert_eq!(choice.token_logprobs.len(), c.len());
+                    let sum: f64 = choice.token_logprobs.iter().sum();
+                    assert!((sum - choice.logprob).abs() < 1e-12);
                 }
             }
             // Every prompt is decoded once, whatever the number of choices.

@@ -193,6 +193,10 @@ pub struct ChoiceRow {
     pub tokens_computed: i64,
     /// Tokens taken from KV computed once for several choices (the prompt).
     pub tokens_reused: i64,
+    /// The continuation's token ids.
+    pub token_ids: Vec<i32>,
+    /// Each token's log-probability.
+    pub token_logprobs: Vec<f64>,
 }
 
 /// Every choice of one question, committed in one transaction; with `--mc-scoring loglik` the

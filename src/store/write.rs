@@ -243,8 +243,9 @@ impl Store {
             let now = now_text();
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO choice_scores(run_id, question_id, choice_index, continuation,
-                     logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused, scored_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused,
+                     token_ids_json, token_logprobs_json, scored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for c in &scores.choices {
                 insert.execute(params![
@@ -259,6 +260,8 @@ impl Store {
                     c.greedy,
                     c.tokens_computed,
                     c.tokens_reused,
+                    serde_json::to_string(&c.token_ids)?,
+                    serde_json::to_string(&c.token_logprobs)?,
                     now
                 ])?;
             }
