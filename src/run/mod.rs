@@ -268,19 +268,15 @@ struct Sessions<'a> {
     scoring: Option<&'a choices::ScoringPlan>,
 }
 
-/// Store the prediction for the settings really used and what the engine chose. The contexts of
-/// scoring and generation never coexist: the prediction is the larger of the two.
-fn record_plan(
-    store: &Store,
-    run_id: i64,
-    request: &RunRequest,
+/// The estimate for the contexts the session creates: the larger of scoring and generation
+/// (they never coexist), or the generation plan's when neither has work.
+fn predicted_peak(
     preflight: &RunPreflight,
-    engine: &Engine,
+    layers: u32,
     plan: &SessionPlan,
     sessions: Sessions<'_>,
-) -> Result<()> {
+) -> crate::preflight::estimate::Estimate {
     let options = plan.options;
-    let layers = engine.info().gpu_layers;
     let generation = sessions.generation.map(|plan| {
         let o = plan.options;
         let largest_batch = (plan.longest_prompt as u32)
@@ -311,7 +307,7 @@ fn record_plan(
             layers,
         )
     });
-    let predicted = match (generation, scoring) {
+    match (generation, scoring) {
         (Some(g), Some(s)) if s.host_peak > g.host_peak => s,
         (Some(g), _) => g,
         (None, Some(s)) => s,
@@ -323,7 +319,22 @@ fn record_plan(
             None,
             layers,
         ),
-    };
+    }
+}
+
+/// Store the prediction for the settings really used and what the engine chose. The contexts of
+/// scoring and generation never coexist: the prediction is the larger of the two.
+fn record_plan(
+    store: &Store,
+    run_id: i64,
+    request: &RunRequest,
+    preflight: &RunPreflight,
+    engine: &Engine,
+    plan: &SessionPlan,
+    sessions: Sessions<'_>,
+) -> Result<()> {
+    let options = plan.options;
+    let predicted = predicted_peak(preflight, engine.info().gpu_layers, plan, sessions);
     store.set_predicted_peak(run_id, predicted.host_peak)?;
     let record = EngineRecord {
         placement: crate::record::Placement {

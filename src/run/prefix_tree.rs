@@ -3,7 +3,7 @@
 //! prompts puts those that share a prefix next to each other, so the shared prefixes are the
 //! longest common prefixes of neighbours (an LCP array), and they nest into a tree.
 
-use super::scheduler::{PrefixNode, Prefixes};
+use super::scheduler::{deepest_prefix, PrefixNode};
 use crate::engine::Token;
 
 /// The shared prefixes of `prompts` (parents first, with the users of each among `pending`,
@@ -64,12 +64,8 @@ pub fn build(
 
 /// A prefix's users: pending prompts whose deepest shared prefix it is, and its children.
 fn count_users(nodes: &mut [PrefixNode], prompts: &[&[Token]], pending: &[usize]) {
-    let view = Prefixes {
-        nodes: nodes.to_vec(),
-        sequences: Vec::new(),
-    };
     for &p in pending {
-        if let Some(node) = view.node_for(prompts[p]) {
+        if let Some(node) = deepest_prefix(nodes, prompts[p]) {
             nodes[node].users += 1;
         }
     }

@@ -185,19 +185,20 @@ impl Prefixes {
 
     /// The deepest prefix `prompt` starts with.
     pub fn node_for(&self, prompt: &[Token]) -> Option<usize> {
-        let mut found = None;
-        loop {
-            let next = self
-                .nodes
-                .iter()
-                .enumerate()
-                .find(|(_, n)| n.parent == found && prompt.starts_with(&n.tokens));
-            match next {
-                Some((index, _)) => found = Some(index),
-                None => return found,
-            }
-        }
+        deepest_prefix(&self.nodes, prompt)
     }
+}
+
+/// The deepest of `nodes` that `prompt` starts with, walking down from the roots.
+pub fn deepest_prefix(nodes: &[PrefixNode], prompt: &[Token]) -> Option<usize> {
+    let mut found = None;
+    while let Some(next) = nodes
+        .iter()
+        .position(|n| n.parent == found && prompt.starts_with(&n.tokens))
+    {
+        found = Some(next);
+    }
+    found
 }
 
 /// Which prefix each prefix sequence holds, and how many users each prefix has left.
