@@ -546,6 +546,11 @@ impl Engine {
                 Error::Usage("context x parallel overflows; lower --ctx or --parallel".into())
             })?;
         let threads = options.threads as i32;
+        let sequences_per_token = if options.kv_unified {
+            options.sequences as usize
+        } else {
+            1
+        };
         let params = LlamaContextParams::default()
             .with_n_ctx(Some(n_ctx))
             .with_n_batch(options.batch_size)
@@ -563,8 +568,9 @@ impl Engine {
         Ok(Session {
             engine: self,
             context,
-            batch: LlamaBatch::new(options.batch_size as usize, 1),
+            batch: LlamaBatch::new(options.batch_size as usize, sequences_per_token as i32),
             batch_size: options.batch_size as usize,
+            sequences_per_token,
         })
     }
 }
@@ -591,6 +597,9 @@ pub struct Session<'m> {
     context: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
+    /// Most sequences one token of the batch can belong to: all of them with a unified KV
+    /// cache, else one (llama.cpp shares a token only within one KV stream).
+    sequences_per_token: usize,
 }
 
 impl<'m> Session<'m> {
@@ -611,21 +620,24 @@ impl Decoder for Session<'_> {
         self.batch.clear();
     }
 
-    fn push(
+    fn push_shared(
         &mut self,
         token: Token,
         position: u32,
-        sequence: u32,
+        sequences: std::ops::Range<u32>,
         wants_logits: bool,
     ) -> Result<usize> {
+        if sequences.len() > self.sequences_per_token {
+            return Err(anyhow::anyhow!(
+                "a token for {} sequences; this batch holds {} per token",
+                sequences.len(),
+                self.sequences_per_token
+            ));
+        }
+        let ids: Vec<i32> = sequences.map(|s| s as i32).collect();
         let index = self.batch.n_tokens() as usize;
         self.batch
-            .add(
-                LlamaToken(token.0),
-                position as i32,
-                &[sequence as i32],
-                wants_logits,
-            )
+            .add(LlamaToken(token.0), position as i32, &ids, wants_logits)
             .map_err(|e| anyhow::anyhow!("batch overflow: {e}"))?;
         Ok(index)
     }

@@ -63,32 +63,26 @@ pub fn plan(
         }
     }
     let options = session_options(request, &jobs);
-    let group_tokens: usize = jobs
-        .iter()
-        .take(request.execution.parallel as usize)
-        .map(|j| j.prompt.len() + j.continuations.iter().map(Vec::len).sum::<usize>())
-        .sum();
-    // The heaviest group (of `parallel` questions) by the continuation rows it reads at once.
-    let rows_of = |j: &ChoiceJob| -> usize {
-        if j.sequences() == 1 {
-            1
-        } else {
-            j.continuations
-                .iter()
-                .map(|c| c.len().saturating_sub(1))
-                .sum()
+    // A question is decoded alone: the largest batch is the largest question, up to the batch.
+    let tokens_of = |j: &ChoiceJob| -> usize {
+        match j.sequences() {
+            1 => j.prompt.len(),
+            _ => j.prompt.len() + j.continuations.iter().map(Vec::len).sum::<usize>(),
         }
     };
-    let logits_rows = jobs
-        .chunks(request.execution.parallel.max(1) as usize)
-        .map(|group| group.iter().map(rows_of).sum::<usize>())
-        .max()
-        .unwrap_or(1);
+    let rows_of = |j: &ChoiceJob| -> usize {
+        match j.sequences() {
+            1 => 1,
+            _ => j.continuations.iter().map(Vec::len).sum(),
+        }
+    };
+    let largest_batch = jobs.iter().map(tokens_of).max().unwrap_or(1);
+    let logits_rows = jobs.iter().map(rows_of).max().unwrap_or(1);
     Some(ScoringPlan {
         jobs,
         continuations,
         rejected,
-        largest_batch: (group_tokens as u32).min(options.batch_size),
+        largest_batch: (largest_batch as u32).min(options.batch_size),
         logits_rows: (logits_rows as u32).min(options.batch_size),
         options,
     })
@@ -222,11 +216,11 @@ fn prepare(
     )
 }
 
-/// Sequences for `--parallel` questions at once, each with the sequences it needs, and a
-/// context that holds the longest prompt with its longest continuation.
+/// One question at a time (see [`super::loglik`]): a sequence per choice, in a unified KV
+/// cache (a token shared by the choices belongs to all their sequences, which llama.cpp allows
+/// only within one stream), each long enough for the longest prompt and continuation.
 fn session_options(request: &RunRequest, jobs: &[ChoiceJob]) -> SessionOptions {
-    let per_question = jobs.iter().map(ChoiceJob::sequences).max().unwrap_or(1) as u32;
-    let questions_at_once = request.execution.parallel.min(jobs.len().max(1) as u32);
+    let sequences = jobs.iter().map(ChoiceJob::sequences).max().unwrap_or(1) as u32;
     let longest = jobs
         .iter()
         .map(|j| j.prompt.len() + j.continuations.iter().map(Vec::len).max().unwrap_or(0))
@@ -234,13 +228,12 @@ fn session_options(request: &RunRequest, jobs: &[ChoiceJob]) -> SessionOptions {
         .unwrap_or(1) as u32;
     // llama.cpp pads the KV cache to 256 cells; round up so no sequence runs out.
     let ctx_per_sequence = longest.div_ceil(256).max(1) * 256;
-    let sequences = per_question * questions_at_once;
     SessionOptions {
         sequences,
         ctx_per_sequence,
         batch_size: request.execution.batch_size.max(sequences),
         threads: request.execution.effective_threads(),
-        kv_unified: request.execution.kv_unified,
+        kv_unified: true,
     }
 }
 

@@ -1,10 +1,18 @@
 //! Multiple choice scored by log-likelihood, as lm-evaluation-harness scores it: each choice's
 //! continuation gets the sum of its tokens' log-probabilities after the question's prompt.
 //!
-//! The prompt is decoded once per question. Its last logits row scores the first token of every
-//! continuation, so letter labels (one token each) cost one row per question and no sequence
-//! beyond the prompt's. Longer continuations each get a sequence holding a copy of the prompt's
-//! KV, and only their own tokens are decoded. Several questions share each batch.
+//! A question is decoded in a batch of its own, laid out as llama-perplexity lays out a task:
+//! the tokens every choice starts with (the prompt, and any leading continuation tokens all
+//! choices share) once, for all the choices' sequences, in a unified KV cache; then each
+//! choice's remaining tokens in its own sequence. A row of logits scores the next token of every
+//! choice passing through it, so letter labels (one token each) need one sequence and one row.
+//!
+//! Why a batch per question: llama.cpp's CPU results depend on what shares a batch. Its
+//! attention takes a float32 tiled path at 64 or more query tokens and a float16-accumulating
+//! one below, and a unified batch holding several questions changes a question's log-probabilities
+//! (measured on SmolLM2: up to 0.1 per token against the question alone; llama.cpp #24962).
+//! Alone in its batch, a question scores the same at any `--parallel`, after a resume, and as
+//! llama-perplexity scores it (docs/multiple-choice.md).
 
 use super::scheduler::{Control, Decoder, Ended};
 use crate::engine::Token;
@@ -42,9 +50,11 @@ pub struct ChoiceLogprob {
     pub greedy: bool,
     /// Continuation tokens.
     pub tokens: usize,
-    /// Tokens decoded for this choice alone (the continuation but its last token).
+    /// Tokens decoded for this choice alone: its continuation after the tokens all choices
+    /// start with.
     pub tokens_computed: usize,
-    /// Prompt tokens it read from KV computed once for all choices.
+    /// Tokens it read from KV computed once for all choices: the prompt and any continuation
+    /// tokens all choices start with.
     pub tokens_reused: usize,
     /// Each continuation token's log-probability, in order.
     pub token_logprobs: Vec<f64>,
@@ -60,21 +70,20 @@ pub struct Scored {
     pub choices: Vec<ChoiceLogprob>,
     /// The continuations' tokens, in choice order.
     pub continuation_tokens: Vec<Vec<Token>>,
-    /// When its group entered the first batch.
+    /// When its batch was started.
     pub started: DateTime<Utc>,
     /// When its scores were complete.
     pub finished: DateTime<Utc>,
 }
 
-/// A question in flight: its job, first sequence and the scores gathered so far.
+/// The question in flight: its job and the scores gathered so far.
 struct Pending {
     job: ChoiceJob,
-    sequence: u32,
     choices: Vec<ChoiceLogprob>,
 }
 
-/// Score every job with at most `sequences` sequences, in groups of questions that fit them.
-/// `control` is asked between groups (a drain and an abort both stop there: a group is short).
+/// Score every job, one question per batch, in sequences `0..job.sequences()` (at most
+/// `sequences`). `control` is asked before each question.
 pub fn run<D: Decoder>(
     decoder: &mut D,
     sequences: u32,
@@ -82,236 +91,195 @@ pub fn run<D: Decoder>(
     control: &mut dyn FnMut() -> Control,
     on_scored: &mut dyn FnMut(Scored),
 ) -> Result<Ended> {
-    let mut jobs = jobs.peekable();
-    while jobs.peek().is_some() {
+    for job in jobs {
         if control() != Control::Continue {
             return Ok(Ended::Stopped);
         }
-        let group = next_group(&mut jobs, sequences as usize)?;
-        let started = Utc::now();
-        let mut pending = place(group);
-        score_prompts(decoder, &mut pending)?;
-        score_continuations(decoder, &mut pending)?;
-        let finished = Utc::now();
-        for p in pending {
-            for s in p.sequence..p.sequence + p.job.sequences() as u32 {
-                decoder.forget_sequence(s);
-            }
-            on_scored(Scored {
-                question_index: p.job.question_index,
-                prompt_tokens: p.job.prompt.len(),
-                choices: p.choices,
-                continuation_tokens: p.job.continuations,
-                started,
-                finished,
-            });
-        }
-    }
-    Ok(Ended::AllDone)
-}
-
-/// The next questions whose sequences fit together (at least one question).
-fn next_group(
-    jobs: &mut std::iter::Peekable<&mut dyn Iterator<Item = ChoiceJob>>,
-    sequences: usize,
-) -> Result<Vec<ChoiceJob>> {
-    let mut group = Vec::new();
-    let mut used = 0;
-    while let Some(job) = jobs.peek() {
-        let needs = job.sequences();
+        let needs = job.sequences() as u32;
         if needs > sequences {
             return Err(anyhow::anyhow!(
                 "question {} needs {needs} sequences, the session has {sequences}",
                 job.question_index
             ));
         }
-        if used + needs > sequences {
-            break;
+        let started = Utc::now();
+        let mut pending = start(job);
+        let layout = pushes(&pending.job);
+        decode_all(decoder, &mut pending, layout)?;
+        let finished = Utc::now();
+        for s in 0..needs {
+            decoder.forget_sequence(s);
         }
-        used += needs;
-        group.extend(jobs.next());
+        on_scored(Scored {
+            question_index: pending.job.question_index,
+            prompt_tokens: pending.job.prompt.len(),
+            choices: pending.choices,
+            continuation_tokens: pending.job.continuations,
+            started,
+            finished,
+        });
     }
-    Ok(group)
+    Ok(Ended::AllDone)
 }
 
-/// Give each question its first sequence and an empty score per choice.
-fn place(group: Vec<ChoiceJob>) -> Vec<Pending> {
-    let mut next = 0u32;
-    group
-        .into_iter()
-        .map(|job| {
-            let sequence = next;
-            next += job.sequences() as u32;
-            let choices = job
-                .continuations
-                .iter()
-                .map(|c| ChoiceLogprob {
-                    logprob: 0.0,
-                    greedy: true,
-                    tokens: c.len(),
-                    tokens_computed: c.len().saturating_sub(1),
-                    tokens_reused: job.prompt.len(),
-                    token_logprobs: Vec::with_capacity(c.len()),
-                })
-                .collect();
-            Pending {
-                job,
-                sequence,
-                choices,
-            }
+/// Tokens every choice's prompt + continuation starts with, leaving each non-empty choice at
+/// least its last token of its own (a choice that is another's prefix still gets a sequence).
+/// With one sequence (letter labels) that is the prompt.
+fn shared_tokens(job: &ChoiceJob) -> usize {
+    let prompt = job.prompt.len();
+    if job.sequences() == 1 {
+        return prompt;
+    }
+    let mut scored = job.continuations.iter().filter(|c| !c.is_empty());
+    let Some(first) = scored.next() else {
+        return prompt;
+    };
+    let (mut common, mut shortest) = (first.len(), first.len());
+    for c in scored {
+        common = common.min(first.iter().zip(c).take_while(|(a, b)| a == b).count());
+        shortest = shortest.min(c.len());
+    }
+    prompt + common.min(shortest - 1)
+}
+
+/// An empty score per choice; what its decode will compute and reuse.
+fn start(job: ChoiceJob) -> Pending {
+    let shared = shared_tokens(&job);
+    let prompt = job.prompt.len();
+    // With one sequence every continuation token is read from the prompt's last row.
+    let own = |c: &Vec<Token>| match job.sequences() {
+        1 => 0,
+        _ => (prompt + c.len()).saturating_sub(shared),
+    };
+    let choices = job
+        .continuations
+        .iter()
+        .map(|c| ChoiceLogprob {
+            logprob: 0.0,
+            greedy: true,
+            tokens: c.len(),
+            tokens_computed: own(c),
+            tokens_reused: shared.min(prompt + c.len()),
+            token_logprobs: Vec::with_capacity(c.len()),
         })
-        .collect()
+        .collect();
+    Pending { job, choices }
 }
 
-/// Where a logits row goes: question `pending`, and the continuation tokens it scores.
+/// Which choices a row of logits scores, and which of their continuation tokens.
 #[derive(Clone, Copy)]
-enum Row {
-    /// The prompt's last token: the first token of every continuation.
-    PromptEnd { pending: usize },
-    /// Token `at` of choice `choice`: scores token `at + 1`.
-    Continuation {
-        pending: usize,
-        choice: usize,
-        at: usize,
-    },
+struct Row {
+    /// `None`: every choice with a token there (the row is on a token all of them share).
+    choice: Option<usize>,
+    /// Index into the continuation of the token the row scores.
+    next: usize,
 }
 
-/// Decode every prompt into its question's first sequence; the last row scores each
-/// continuation's first token.
-fn score_prompts<D: Decoder>(decoder: &mut D, pending: &mut [Pending]) -> Result<()> {
-    let mut pushes = Vec::new();
-    for (index, p) in pending.iter().enumerate() {
-        let last = p.job.prompt.len() - 1;
-        for (position, &token) in p.job.prompt.iter().enumerate() {
-            let row = (position == last).then_some(Row::PromptEnd { pending: index });
-            pushes.push((token, position as u32, p.sequence, row));
+/// One token to decode: its position, the sequences it belongs to and the row it is read for.
+struct Push {
+    token: Token,
+    position: u32,
+    sequences: std::ops::Range<u32>,
+    row: Option<Row>,
+}
+
+/// The question as llama-perplexity lays out a task: the shared tokens once for every sequence,
+/// then each choice's own tokens in its sequence, its last one included (unread, but part of
+/// the batch llama-perplexity decodes, whose shape the numbers depend on).
+fn pushes(job: &ChoiceJob) -> Vec<Push> {
+    let prompt = job.prompt.len();
+    let shared = shared_tokens(job);
+    let sequences = job.sequences() as u32;
+    let token_at = |choice: usize, at: usize| match at.checked_sub(prompt) {
+        None => job.prompt[at],
+        Some(i) => job.continuations[choice][i],
+    };
+    // A row at position `at` scores continuation token `at + 1 - prompt`.
+    let row_after = |at: usize, choice: Option<usize>| {
+        (at + 1 >= prompt).then_some(Row {
+            choice,
+            next: at + 1 - prompt,
+        })
+    };
+    let first_scored = job.continuations.iter().position(|c| !c.is_empty());
+    let mut pushes: Vec<Push> = (0..shared)
+        .map(|at| Push {
+            token: token_at(first_scored.unwrap_or(0), at),
+            position: at as u32,
+            sequences: 0..sequences,
+            row: first_scored.and_then(|_| row_after(at, None)),
+        })
+        .collect();
+    if sequences == 1 {
+        return pushes;
+    }
+    for (choice, continuation) in job.continuations.iter().enumerate() {
+        let end = prompt + continuation.len();
+        for at in shared..end {
+            let row = (at + 1 < end)
+                .then(|| row_after(at, Some(choice)))
+                .flatten();
+            pushes.push(Push {
+                token: token_at(choice, at),
+                position: at as u32,
+                sequences: choice as u32..choice as u32 + 1,
+                row,
+            });
         }
     }
-    decode_all(decoder, pending, pushes)
+    pushes
 }
 
-/// Copy each prompt's KV to the question's other sequences and decode every continuation of
-/// two or more tokens in its own sequence (all but its last token, whose row nothing reads).
-fn score_continuations<D: Decoder>(decoder: &mut D, pending: &mut [Pending]) -> Result<()> {
-    let mut pushes = Vec::new();
-    for (index, p) in pending.iter().enumerate() {
-        if p.job.sequences() == 1 {
-            continue;
+/// Push every token, decoding whenever the batch is full and at the end.
+fn decode_all<D: Decoder>(decoder: &mut D, pending: &mut Pending, pushes: Vec<Push>) -> Result<()> {
+    decoder.clear_batch();
+    let capacity = decoder.batch_capacity();
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    let mut len = 0;
+    for push in pushes {
+        if len == capacity {
+            decode_and_read(decoder, pending, &mut rows)?;
+            len = 0;
         }
-        let positions = p.job.prompt.len() as u32;
-        for choice in 1..p.job.continuations.len() as u32 {
-            decoder.copy_sequence(p.sequence, p.sequence + choice, positions)?;
-        }
-        for (choice, continuation) in p.job.continuations.iter().enumerate() {
-            let scored_from = &continuation[..continuation.len().saturating_sub(1)];
-            for (at, &token) in scored_from.iter().enumerate() {
-                let row = Row::Continuation {
-                    pending: index,
-                    choice,
-                    at,
-                };
-                pushes.push((
-                    token,
-                    positions + at as u32,
-                    p.sequence + choice as u32,
-                    Some(row),
-                ));
-            }
-        }
+        let index = decoder.push_shared(
+            push.token,
+            push.position,
+            push.sequences,
+            push.row.is_some(),
+        )?;
+        len += 1;
+        rows.extend(push.row.map(|row| (index, row)));
     }
-    decode_all(decoder, pending, pushes)
+    if len > 0 {
+        decode_and_read(decoder, pending, &mut rows)?;
+    }
+    Ok(())
 }
 
-/// Push every token (token, position, sequence, row to read), decoding whenever the batch is
-/// full and at the end.
-fn decode_all<D: Decoder>(
+/// Decode the batch and add each row's log-probabilities to its choices (logits last only until
+/// the next decode, so rows are read right after each one); then start a new batch.
+fn decode_and_read<D: Decoder>(
     decoder: &mut D,
-    pending: &mut [Pending],
-    pushes: Vec<(Token, u32, u32, Option<Row>)>,
+    pending: &mut Pending,
+    rows: &mut Vec<(usize, Row)>,
 ) -> Result<()> {
-    let mut batch = Batch::new(decoder);
-    for (token, position, sequence, row) in pushes {
-        batch.push(decoder, pending, token, position, sequence, row)?;
-    }
-    batch.flush(decoder, pending)
-}
-
-/// A batch being filled, with the rows to read once it is decoded (logits last only until the
-/// next decode, so rows are read right after each one).
-struct Batch {
-    capacity: usize,
-    rows: Vec<(usize, Row)>,
-    len: usize,
-}
-
-impl Batch {
-    fn new<D: Decoder>(decoder: &mut D) -> Batch {
-        decoder.clear_batch();
-        Batch {
-            capacity: decoder.batch_capacity(),
-            rows: Vec::new(),
-            len: 0,
+    decoder.decode()?;
+    for (index, row) in rows.drain(..) {
+        let scored: Vec<(usize, Token)> = pending
+            .job
+            .continuations
+            .iter()
+            .enumerate()
+            .filter(|(choice, _)| row.choice.is_none_or(|c| c == *choice))
+            .filter_map(|(choice, c)| c.get(row.next).map(|&t| (choice, t)))
+            .collect();
+        let tokens: Vec<Token> = scored.iter().map(|&(_, t)| t).collect();
+        for ((choice, _), lp) in scored.iter().zip(decoder.log_probs(index, &tokens)) {
+            add(&mut pending.choices[*choice], lp);
         }
     }
-
-    fn push<D: Decoder>(
-        &mut self,
-        decoder: &mut D,
-        pending: &mut [Pending],
-        token: Token,
-        position: u32,
-        sequence: u32,
-        row: Option<Row>,
-    ) -> Result<()> {
-        if self.len == self.capacity {
-            self.flush(decoder, pending)?;
-        }
-        let index = decoder.push(token, position, sequence, row.is_some())?;
-        self.len += 1;
-        if let Some(row) = row {
-            self.rows.push((index, row));
-        }
-        Ok(())
-    }
-
-    /// Decode what is pushed, add each row's log-probabilities to its choices, start anew.
-    fn flush<D: Decoder>(&mut self, decoder: &mut D, pending: &mut [Pending]) -> Result<()> {
-        if self.len == 0 {
-            return Ok(());
-        }
-        decoder.decode()?;
-        for (index, row) in self.rows.drain(..) {
-            match row {
-                Row::PromptEnd { pending: at } => {
-                    let p = &mut pending[at];
-                    let firsts: Vec<(usize, Token)> = p
-                        .job
-                        .continuations
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(choice, c)| c.first().map(|&t| (choice, t)))
-                        .collect();
-                    let tokens: Vec<Token> = firsts.iter().map(|&(_, t)| t).collect();
-                    for ((choice, _), lp) in firsts.iter().zip(decoder.log_probs(index, &tokens)) {
-                        add(&mut p.choices[*choice], lp);
-                    }
-                }
-                Row::Continuation {
-                    pending: at,
-                    choice,
-                    at: token_at,
-                } => {
-                    let p = &mut pending[at];
-                    let next = p.job.continuations[choice][token_at + 1];
-                    let lp = decoder.log_probs(index, &[next])[0];
-                    add(&mut p.choices[choice], lp);
-                }
-            }
-        }
-        decoder.clear_batch();
-        self.len = 0;
-        Ok(())
-    }
+    decoder.clear_batch();
+    Ok(())
 }
 
 /// Rows are read in the order their tokens were pushed, so each choice's log-probabilities
@@ -362,6 +330,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ended, Ended::AllDone);
+        // A group scores its questions in prompt order.
+        scored.sort_by_key(|s| s.question_index);
         (scored, decoder)
     }
 
@@ -399,22 +369,23 @@ mod tests {
                     );
                     assert_eq!(choice.greedy, greedy);
                     assert_eq!(choice.tokens, c.len());
-                    assert_eq!(choice.tokens_reused, prompt.len());
+                    let (reused, computed) = (choice.tokens_reused, choice.tokens_computed);
+                    if continuations.iter().any(|c| c.len() > 1) {
+                        assert_eq!(reused + computed, prompt.len() + c.len());
+                    } else {
+                        assert_eq!((reused, computed), (prompt.len(), 0));
+                    }
                     assert_eq!(choice.token_logprobs.len(), c.len());
                     let sum: f64 = choice.token_logprobs.iter().sum();
                     assert!((sum - choice.logprob).abs() < 1e-12);
                 }
             }
-            // Every prompt is decoded once, whatever the number of choices.
-            let prompt_tokens: usize = questions.iter().map(|(p, _)| p.len()).sum();
-            let continuation_tokens: usize = questions
-                .iter()
-                .filter(|(_, cs)| cs.iter().any(|c| c.len() > 1))
-                .flat_map(|(_, cs)| cs.iter().map(|c| c.len().saturating_sub(1)))
-                .sum();
+            // Each question's shared tokens are decoded once for all its choices, and each
+            // choice's own tokens (its last one included) once: 9 + 2 + 12 + 3.
             let decoded: usize = decoder.batches.iter().map(Vec::len).sum();
-            assert_eq!(decoded, prompt_tokens + continuation_tokens);
+            assert_eq!(decoded, 26, "{capacity}/{sequences}");
             assert!(decoder.batches.iter().all(|b| b.len() <= capacity));
+            assert!(decoder.batches.len() >= questions.len());
         }
     }
 
@@ -426,9 +397,75 @@ mod tests {
         let (scored, decoder) = score_all(64, 5, jobs);
         assert_eq!(scored.len(), 5);
         assert!(decoder.copies.is_empty());
-        assert_eq!(decoder.batches.len(), 1, "five questions in one batch");
-        let rows = decoder.batches[0].iter().filter(|p| p.logits).count();
-        assert_eq!(rows, 5);
+        assert_eq!(decoder.batches.len(), 5, "a batch per question");
+        for batch in &decoder.batches {
+            assert_eq!(batch.len(), 3, "the prompt only");
+            assert_eq!(batch.iter().filter(|p| p.logits).count(), 1);
+            assert!(batch.iter().all(|p| (p.sequence, p.through) == (0, 0)));
+        }
+        for s in &scored {
+            assert!(s
+                .choices
+                .iter()
+                .all(|c| c.tokens_computed == 0 && c.tokens_reused == 3));
+        }
+    }
+
+    #[test]
+    fn tokens_all_choices_start_with_are_decoded_once_in_llama_perplexitys_layout() {
+        let prompt = [1, 2, 3];
+        let continuations: [&[i32]; 3] = [&[7, 8, 9], &[7, 8, 10], &[7, 11]];
+        let (scored, decoder) = score_all(64, 3, vec![job(0, &prompt, &continuations)]);
+        for (choice, c) in scored[0].choices.iter().zip(continuations) {
+            let (lp, greedy) = expected(&prompt, c);
+            assert!((choice.logprob - lp).abs() < 1e-12);
+            assert_eq!(choice.greedy, greedy);
+            assert_eq!(choice.tokens_reused, 4, "the prompt and the shared 7");
+        }
+        let computed: Vec<usize> = scored[0]
+            .choices
+            .iter()
+            .map(|c| c.tokens_computed)
+            .collect();
+        assert_eq!(computed, vec![2, 2, 1]);
+        // The shared tokens once for the three sequences, then each choice's own tokens in
+        // choice order, its last one included; a row wherever a next token is scored.
+        let layout: Vec<(i32, u32, u32, u32, bool)> = decoder.batches[0]
+            .iter()
+            .map(|p| (p.token.id(), p.position, p.sequence, p.through, p.logits))
+            .collect();
+        assert_eq!(
+            layout,
+            vec![
+                (1, 0, 0, 2, false),
+                (2, 1, 0, 2, false),
+                (3, 2, 0, 2, true),
+                (7, 3, 0, 2, true),
+                (8, 4, 0, 0, true),
+                (9, 5, 0, 0, false),
+                (8, 4, 1, 1, true),
+                (10, 5, 1, 1, false),
+                (11, 4, 2, 2, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_choice_that_is_another_choices_start_keeps_a_token_of_its_own() {
+        let continuations: [&[i32]; 3] = [&[7, 8], &[7, 8, 9], &[7, 8]];
+        let (scored, decoder) = score_all(64, 3, vec![job(0, &[1, 2], &continuations)]);
+        for (choice, c) in scored[0].choices.iter().zip(continuations) {
+            assert!((choice.logprob - expected(&[1, 2], c).0).abs() < 1e-12);
+            assert_eq!(choice.token_logprobs.len(), c.len());
+        }
+        let shared = decoder.batches[0]
+            .iter()
+            .filter(|p| (p.sequence, p.through) == (0, 2))
+            .count();
+        assert_eq!(
+            shared, 3,
+            "the prompt and 7, not the 8 the shorter choices end with"
+        );
     }
 
     #[test]

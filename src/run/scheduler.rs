@@ -32,6 +32,18 @@ pub trait Decoder {
         position: u32,
         sequence: u32,
         wants_logits: bool,
+    ) -> Result<usize> {
+        self.push_shared(token, position, sequence..sequence + 1, wants_logits)
+    }
+
+    /// [`Decoder::push`] for several sequences at once: the token is computed once and its KV
+    /// belongs to every sequence of `sequences` (llama.cpp needs a unified KV cache for that).
+    fn push_shared(
+        &mut self,
+        token: Token,
+        position: u32,
+        sequences: std::ops::Range<u32>,
+        wants_logits: bool,
     ) -> Result<usize>;
 
     /// Run the model over the batch; every pushed token's KV joins its sequence.

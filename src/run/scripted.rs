@@ -39,8 +39,17 @@ pub fn text(ids: &[i32]) -> String {
 pub struct Pushed {
     pub token: Token,
     pub position: u32,
+    /// The first sequence the token belongs to.
     pub sequence: u32,
+    /// The last one (the same as `sequence` unless the token is shared).
+    pub through: u32,
     pub logits: bool,
+}
+
+impl Pushed {
+    fn sequences(&self) -> std::ops::RangeInclusive<u32> {
+        self.sequence..=self.through
+    }
 }
 
 pub fn pushed(token: i32, position: u32, sequence: u32, logits: bool) -> Pushed {
@@ -48,6 +57,7 @@ pub fn pushed(token: i32, position: u32, sequence: u32, logits: bool) -> Pushed 
         token: Token::from_id(token),
         position,
         sequence,
+        through: sequence,
         logits,
     }
 }
@@ -92,7 +102,7 @@ impl Scripted {
         self.batches
             .iter()
             .flatten()
-            .filter(|p| p.sequence == sequence)
+            .filter(|p| p.sequences().contains(&sequence))
             .copied()
             .collect()
     }
@@ -111,14 +121,24 @@ impl Decoder for Scripted {
         self.decoded = false;
     }
 
-    fn push(&mut self, token: Token, position: u32, sequence: u32, logits: bool) -> Result<usize> {
+    fn push_shared(
+        &mut self,
+        token: Token,
+        position: u32,
+        sequences: std::ops::Range<u32>,
+        logits: bool,
+    ) -> Result<usize> {
         if self.batch.len() == self.capacity {
             return Err(anyhow::anyhow!("batch overflow"));
+        }
+        if sequences.is_empty() {
+            return Err(anyhow::anyhow!("a token for no sequence"));
         }
         self.batch.push(Pushed {
             token,
             position,
-            sequence,
+            sequence: sequences.start,
+            through: sequences.end - 1,
             logits,
         });
         Ok(self.batch.len() - 1)
@@ -130,20 +150,23 @@ impl Decoder for Scripted {
         }
         let mut next: HashMap<u32, u32> = HashMap::new();
         for p in &self.batch {
-            let held = self.kv.get(&p.sequence).map_or(0, Vec::len) as u32;
-            let expected = next.entry(p.sequence).or_insert(held);
-            if p.position != *expected {
-                return Err(anyhow::anyhow!(
-                    "sequence {} holds positions up to {}, batch has position {}",
-                    p.sequence,
-                    *expected as i64 - 1,
-                    p.position
-                ));
+            for sequence in p.sequences() {
+                let held = self.kv.get(&sequence).map_or(0, Vec::len) as u32;
+                let expected = next.entry(sequence).or_insert(held);
+                if p.position != *expected {
+                    return Err(anyhow::anyhow!(
+                        "sequence {sequence} holds positions up to {}, batch has position {}",
+                        *expected as i64 - 1,
+                        p.position
+                    ));
+                }
+                *expected += 1;
             }
-            *expected += 1;
         }
         for p in &self.batch {
-            self.kv.entry(p.sequence).or_default().push(p.token);
+            for sequence in p.sequences() {
+                self.kv.entry(sequence).or_default().push(p.token);
+            }
         }
         self.batches.push(self.batch.clone());
         self.decoded = true;
@@ -178,6 +201,14 @@ impl Decoder for Scripted {
         let p = self.batch[batch_index];
         assert!(p.logits, "read a row without logits: {p:?}");
         let context = &self.kv[&p.sequence][..=p.position as usize];
+        // A shared token's row stands for every sequence it belongs to: they must agree.
+        for sequence in p.sequences() {
+            assert_eq!(
+                &self.kv[&sequence][..=p.position as usize],
+                context,
+                "shared row {p:?}: sequence {sequence} holds another context"
+            );
+        }
         tokens.iter().map(|&t| fake_log_prob(context, t)).collect()
     }
 
