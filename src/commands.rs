@@ -270,10 +270,7 @@ fn preflight_tokenizer_check(
         template,
         ..Default::default()
     };
-    let set = crate::dataset::load_mapped(questions, settings.mapping.as_ref())?;
-    let prompter = crate::prompt::Prompter::new(&settings)?;
-    prompter.check(&set.path, &set.questions)?;
-    let check = crate::tokcheck::check(&args.model, hf_tokenizer, &set.questions, &prompter)?;
+    let check = crate::tokcheck::check_file(&args.model, hf_tokenizer, questions, &settings)?;
     Ok(Some(check))
 }
 

@@ -201,6 +201,12 @@ impl GenerationSettings {
             return Err(Error::Usage("--limit must be at least 1".into()).into());
         }
         if let Some(form) = &self.mc_label {
+            if !self.mc_scoring.scores_choices() || self.mc_continuation != McContinuation::Letter {
+                return Err(Error::Usage(format!(
+                    "--mc-label {form:?} names the label letter scoring scores; use it with --mc-scoring loglik (or both) and --mc-continuation letter"
+                ))
+                .into());
+            }
             if form.matches(LETTER).count() != 1 {
                 return Err(Error::Usage(format!(
                     "--mc-label {form:?} must contain {LETTER} once, e.g. \"({LETTER})\" scores (A), (B), ..."
@@ -482,5 +488,38 @@ mod tests {
             serde_json::from_str(r#"{"max_tokens":256,"ctx":null,"temperature":0.0,"top_p":1.0,"seed":42,"system_prompt":null,"limit":null}"#)
                 .unwrap();
         assert_eq!(old, recorded);
+    }
+
+    #[test]
+    fn mc_label_needs_letter_scoring_and_one_letter_placeholder() {
+        let label = |form: &str, mc_scoring| GenerationSettings {
+            mc_label: Some(form.into()),
+            mc_scoring,
+            ..Default::default()
+        };
+        assert!(label("({{letter}})", McScoring::Loglik).validate().is_ok());
+        let cases = [
+            ("(A)", McScoring::Loglik, "must contain {{letter}} once"),
+            (
+                "{{letter}}{{letter}}",
+                McScoring::Both,
+                "must contain {{letter}} once",
+            ),
+            (
+                "({{letter}})",
+                McScoring::Generate,
+                "use it with --mc-scoring loglik",
+            ),
+        ];
+        for (form, scoring, expected) in cases {
+            let message = label(form, scoring).validate().unwrap_err().to_string();
+            assert!(message.contains(expected), "{form}: {message}");
+            assert!(message.starts_with("--mc-label"), "{message}");
+        }
+        let text = GenerationSettings {
+            mc_continuation: McContinuation::Text,
+            ..label("({{letter}})", McScoring::Loglik)
+        };
+        assert!(text.validate().is_err());
     }
 }

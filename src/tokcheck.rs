@@ -10,6 +10,7 @@
 //! llama.cpp's, and they are not what a broken conversion gets wrong); the vocabulary, the merges
 //! and the pre-tokenizer are.
 
+use crate::config::GenerationSettings;
 use crate::dataset::Question;
 use crate::engine::Vocabulary;
 use crate::error::{usage, Result};
@@ -68,6 +69,20 @@ impl HfTokenizer {
             .and_then(|id| self.tokenizer.id_to_token(id))
             .unwrap_or_default()
     }
+}
+
+/// `preflight --hf-tokenizer`: the check over a question file read with the mapping and
+/// template of `settings` (the same input errors as `run`).
+pub fn check_file(
+    model: &Path,
+    hf_tokenizer: &Path,
+    questions: &Path,
+    settings: &GenerationSettings,
+) -> Result<TokenizerCheck> {
+    let set = crate::dataset::load_mapped(questions, settings.mapping.as_ref())?;
+    let prompter = Prompter::new(settings)?;
+    prompter.check(&set.path, &set.questions)?;
+    check(model, hf_tokenizer, &set.questions, &prompter)
 }
 
 /// Compare the two tokenizers on the user message of every question (as generation renders it).

@@ -239,6 +239,11 @@ impl Mapping {
                 known.insert(target.to_string(), value);
             }
         }
+        if let (Some(column), None) = (&self.question, known.get("question")) {
+            return Err(format!(
+                "column \"{column}\" (mapped to question) is missing"
+            ));
+        }
         let choices = self.take_choices(&mut record)?;
         let count = choices.as_ref().map(Vec::len);
         if let Some(choices) = choices {
@@ -579,6 +584,12 @@ mod tests {
         assert_eq!(mapped.known["choices"], json!(["청노년", "it's", "a'b"]));
         assert_eq!(mapped.known["answer_index"], json!(1));
         assert_eq!(mapped.extra["question"], json!("kept as extra"));
+        let missing = m
+            .apply(object(
+                json!({"question": "not the query", "answer": "(A)"}),
+            ))
+            .unwrap_err();
+        assert_eq!(missing, "column \"query\" (mapped to question) is missing");
         for (text, index) in [
             ("A", Some(0)),
             ("(c)", Some(2)),
