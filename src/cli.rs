@@ -36,6 +36,24 @@ pub enum Command {
     Prompts(PromptsArgs),
 }
 
+/// How a question file in a benchmark's own shape is read, and the prompt every question gets
+/// (docs/benchmarks/).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FormatArgs {
+    /// Read the file's columns as question fields, e.g. `question=query,choices=A|B|C|D,answer=answer:index1`
+    /// (fields id, question, context, category, choices, answer; answer forms text, index0,
+    /// index1, letter). Unmapped fields are read by their own names.
+    #[arg(long, value_name = "FIELD=COLUMN,...", conflicts_with = "map_file")]
+    pub map: Option<String>,
+    /// The same mapping in a file, one FIELD=COLUMN a line (`#` starts a comment line).
+    #[arg(long, value_name = "FILE")]
+    pub map_file: Option<PathBuf>,
+    /// Prompt template file: the user message of every question, with placeholders such as
+    /// {{question}}, {{context}}, {{A}}, {{choices}} [default: the built-in wording].
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+}
+
 /// Arguments of `prompts`.
 #[derive(Debug, Args)]
 pub struct PromptsArgs {
@@ -45,6 +63,12 @@ pub struct PromptsArgs {
     /// Question set.
     #[arg(long)]
     pub questions: PathBuf,
+    /// Column mapping and prompt template.
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// The plain text after BOS instead of the model's chat template (as `run --no-chat-template`).
+    #[arg(long)]
+    pub no_chat_template: bool,
     /// System prompt.
     #[arg(long, conflicts_with = "system_file")]
     pub system: Option<String>,
@@ -125,6 +149,19 @@ pub struct PreflightArgs {
     /// Plan for another machine: one GPU with this much free memory (e.g. 40GB), as a CUDA build.
     #[arg(long, value_name = "SIZE")]
     pub gpu_memory: Option<String>,
+    /// Check the GGUF's tokenizer against the original model's Hugging Face tokenizer.json:
+    /// every prompt of --questions is tokenized by both (docs/tokenizer-check.md).
+    #[arg(long, value_name = "tokenizer.json", requires = "questions")]
+    pub hf_tokenizer: Option<PathBuf>,
+    /// With --hf-tokenizer: the question set whose prompts are checked.
+    #[arg(long, value_name = "Q.jsonl")]
+    pub questions: Option<PathBuf>,
+    /// With --hf-tokenizer: column mapping and prompt template of the question set.
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// With --hf-tokenizer: exit 2 when any prompt tokenizes differently.
+    #[arg(long, requires = "hf_tokenizer")]
+    pub require_tokenizer_match: bool,
 }
 
 fn parse_format(text: &str) -> std::result::Result<crate::report::Format, String> {
@@ -185,6 +222,9 @@ pub struct RunArgs {
     /// Question set: .jsonl, .json (array) or .csv with a header.
     #[arg(long, value_name = "Q.jsonl")]
     pub questions: PathBuf,
+    /// Column mapping and prompt template (both part of the run's identity).
+    #[command(flatten)]
+    pub format: FormatArgs,
     /// SQLite results database (created if missing).
     #[arg(long, value_name = "results.db")]
     pub db: PathBuf,
@@ -251,6 +291,18 @@ pub struct RunArgs {
     /// prompt) or as its own text.
     #[arg(long, value_enum, default_value_t = McContinuation::Letter)]
     pub mc_continuation: McContinuation,
+    /// With letter continuations: the label scored for each choice, `{{letter}}` standing for
+    /// A, B, ... (HAE-RAE in lm-evaluation-harness scores `({{letter}})`) [default: the letter].
+    #[arg(long, value_name = "FORM")]
+    pub mc_label: Option<String>,
+    /// Check the GGUF's tokenizer against the original model's Hugging Face tokenizer.json on
+    /// every prompt; the result is stored with the run and shown by `report`.
+    #[arg(long, value_name = "tokenizer.json")]
+    pub hf_tokenizer: Option<PathBuf>,
+    /// With --hf-tokenizer: refuse the run (exit 2, nothing written) when any prompt tokenizes
+    /// differently.
+    #[arg(long, requires = "hf_tokenizer")]
+    pub require_tokenizer_match: bool,
     /// Give the model the plain text after BOS instead of its chat template (base models, and
     /// the sequences llama-perplexity and lm-evaluation-harness build); with log-likelihood
     /// scoring each continuation then follows a space.

@@ -2,10 +2,11 @@
 //! The only module that writes to standard output; logs and progress go to standard error.
 
 use crate::cli::{
-    Cli, Command, CompareArgs, MonitorArgs, PreflightArgs, PromptsArgs, ReportArgs, RunArgs,
-    ScoreArgs, StatusArgs, StopArgs,
+    Cli, Command, CompareArgs, FormatArgs, MonitorArgs, PreflightArgs, PromptsArgs, ReportArgs,
+    RunArgs, ScoreArgs, StatusArgs, StopArgs,
 };
-use crate::config::{ExecutionSettings, GenerationSettings};
+use crate::config::{ExecutionSettings, GenerationSettings, TemplateRecord};
+use crate::dataset::mapping::Mapping;
 use crate::error::{exit_code, usage, Result};
 use crate::holder::StopOutcome;
 use crate::report::{self, Format};
@@ -63,6 +64,7 @@ fn run_command(args: RunArgs) -> Result<u8> {
 
 fn run_request(args: RunArgs) -> Result<RunRequest> {
     let system_prompt = system_prompt(args.system.as_deref(), args.system_file.as_deref())?;
+    let (mapping, template) = question_format(&args.format)?;
     Ok(RunRequest {
         model: args.model,
         questions: args.questions,
@@ -81,6 +83,9 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
             mc_scoring: args.mc_scoring,
             mc_continuation: args.mc_continuation,
             chat_template: !args.no_chat_template,
+            mapping,
+            template,
+            mc_label: args.mc_label,
         },
         execution: ExecutionSettings {
             parallel: args.parallel,
@@ -94,7 +99,21 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
         grace: Duration::from_secs(args.grace_seconds),
         discard_answers: args.bench_discard_answers,
         force: args.force,
+        hf_tokenizer: args.hf_tokenizer,
+        require_tokenizer_match: args.require_tokenizer_match,
     })
+}
+
+/// `--map`/`--map-file` and `--template`, read and checked (usage errors name the file).
+fn question_format(args: &FormatArgs) -> Result<(Option<Mapping>, Option<TemplateRecord>)> {
+    let mapping =
+        crate::dataset::mapping::from_args(args.map.as_deref(), args.map_file.as_deref())?;
+    let template = args
+        .template
+        .as_deref()
+        .map(crate::prompt::template::load)
+        .transpose()?;
+    Ok((mapping, template))
 }
 
 /// `--system` text, or the contents of `--system-file`; blank counts as none.
@@ -209,7 +228,7 @@ fn existing_for_writing(db: &Path) -> Result<Store> {
 fn preflight_command(args: PreflightArgs) -> Result<u8> {
     use crate::preflight::hardware::{size_flag, Assume};
     let request = crate::preflight::PreflightRequest {
-        model: args.model,
+        model: args.model.clone(),
         ctx: args.ctx,
         parallel: args.parallel,
         gpu_layers: args.n_gpu_layers,
@@ -221,13 +240,38 @@ fn preflight_command(args: PreflightArgs) -> Result<u8> {
         },
     };
     crate::preflight::check_model_file(&request.model)?;
-    let report = crate::preflight::preflight(&request, &crate::engine::backend_facts())?;
+    let tokenizer = preflight_tokenizer_check(&args)?;
+    let mut report = crate::preflight::preflight(&request, &crate::engine::backend_facts())?;
+    report.tokenizer_check = tokenizer.clone();
     if args.json {
         print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print(&report.text())?;
+        let check = tokenizer.as_ref().map_or(String::new(), |c| c.text());
+        print(&format!("{}{check}", report.text()))?;
     }
-    Ok(exit_code::OK)
+    match tokenizer {
+        Some(check) if args.require_tokenizer_match && !check.agrees() => {
+            Err(crate::error::Error::TokenizerMismatch(check.summary()).into())
+        }
+        _ => Ok(exit_code::OK),
+    }
+}
+
+/// `preflight --hf-tokenizer`: the tokenizer check over the prompts of `--questions`.
+fn preflight_tokenizer_check(
+    args: &PreflightArgs,
+) -> Result<Option<crate::record::TokenizerCheck>> {
+    let (Some(hf_tokenizer), Some(questions)) = (&args.hf_tokenizer, &args.questions) else {
+        return Ok(None);
+    };
+    let (mapping, template) = question_format(&args.format)?;
+    let settings = GenerationSettings {
+        mapping,
+        template,
+        ..Default::default()
+    };
+    let check = crate::tokcheck::check_file(&args.model, hf_tokenizer, questions, &settings)?;
+    Ok(Some(check))
 }
 
 fn status_command(args: StatusArgs) -> Result<u8> {
@@ -258,9 +302,16 @@ fn stop_command(args: StopArgs) -> Result<u8> {
 }
 
 fn prompts_command(args: PromptsArgs) -> Result<u8> {
-    let system = system_prompt(args.system.as_deref(), args.system_file.as_deref())?;
-    let prompts =
-        run::rendered_prompts(&args.model, &args.questions, system.as_deref(), args.limit)?;
+    let (mapping, template) = question_format(&args.format)?;
+    let settings = GenerationSettings {
+        system_prompt: system_prompt(args.system.as_deref(), args.system_file.as_deref())?,
+        limit: args.limit,
+        chat_template: !args.no_chat_template,
+        mapping,
+        template,
+        ..Default::default()
+    };
+    let prompts = run::rendered_prompts(&args.model, &args.questions, &settings)?;
     let mut lines = String::new();
     for prompt in prompts {
         lines += &serde_json::to_string(&prompt)?;

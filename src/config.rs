@@ -1,5 +1,6 @@
 //! Validated run settings, and the run identity that `--resume` checks.
 
+use crate::dataset::mapping::Mapping;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -115,6 +116,30 @@ pub struct GenerationSettings {
     /// Wrap prompts in the model's chat template (`--no-chat-template`: plain text after BOS).
     #[serde(default = "chat_default", skip_serializing_if = "Clone::clone")]
     pub chat_template: bool,
+    /// How the question file's columns become the question format (`--map`, `--map-file`),
+    /// in its canonical text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<Mapping>,
+    /// The prompt template (`--template`): the user message of every question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRecord>,
+    /// The label letter scoring scores for each choice (`--mc-label`, e.g. `({{letter}})`);
+    /// `None` is the bare letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mc_label: Option<String>,
+}
+
+/// The placeholder of `--mc-label` that stands for each choice's letter.
+pub const LETTER: &str = "{{letter}}";
+
+/// A prompt template as stored with a run (part of its identity): its text and the sha256 of
+/// that text. `prompt::template` reads and parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// sha256 of `text` (lowercase hex): what `--resume` and `report` name.
+    pub sha256: String,
+    /// The template text, without the file's last line break.
+    pub text: String,
 }
 
 fn chat_default() -> bool {
@@ -135,6 +160,9 @@ impl Default for GenerationSettings {
             mc_scoring: McScoring::Generate,
             mc_continuation: McContinuation::Letter,
             chat_template: true,
+            mapping: None,
+            template: None,
+            mc_label: None,
         }
     }
 }
@@ -172,6 +200,20 @@ impl GenerationSettings {
         if self.limit == Some(0) {
             return Err(Error::Usage("--limit must be at least 1".into()).into());
         }
+        if let Some(form) = &self.mc_label {
+            if !self.mc_scoring.scores_choices() || self.mc_continuation != McContinuation::Letter {
+                return Err(Error::Usage(format!(
+                    "--mc-label {form:?} names the label letter scoring scores; use it with --mc-scoring loglik (or both) and --mc-continuation letter"
+                ))
+                .into());
+            }
+            if form.matches(LETTER).count() != 1 {
+                return Err(Error::Usage(format!(
+                    "--mc-label {form:?} must contain {LETTER} once, e.g. \"({LETTER})\" scores (A), (B), ..."
+                ))
+                .into());
+            }
+        }
         Ok(())
     }
 
@@ -196,9 +238,17 @@ impl GenerationSettings {
             .filter_map(|key| {
                 let a = then.get(key).cloned().unwrap_or(serde_json::Value::Null);
                 let b = now.get(key).cloned().unwrap_or(serde_json::Value::Null);
-                (a != b).then(|| format!("  {key}: run has {a}, now {b}"))
+                (a != b).then(|| format!("  {key}: run has {}, now {}", shown(&a), shown(&b)))
             })
             .collect()
+    }
+}
+
+/// A setting's value in a difference line: a template by its sha256 (its text can be long).
+fn shown(value: &serde_json::Value) -> String {
+    match value.get("sha256").and_then(|h| h.as_str()) {
+        Some(hash) => format!("template with sha256 {}", short(hash)),
+        None => value.to_string(),
     }
 }
 
@@ -399,5 +449,77 @@ mod tests {
             .iter()
             .any(|l| l.contains("max_tokens: run has 256, now 128")));
         assert!(lines.iter().any(|l| l.contains("system_prompt")));
+    }
+
+    #[test]
+    fn mapping_and_template_differences_name_them_briefly_and_old_runs_read() {
+        let mut recorded = GenerationSettings {
+            mapping: crate::dataset::mapping::from_args(
+                Some("choices=A|B,answer=gold:index1"),
+                None,
+            )
+            .unwrap(),
+            template: Some(TemplateRecord {
+                sha256: "a".repeat(64),
+                text: "{{question}}\n".repeat(50),
+            }),
+            ..Default::default()
+        };
+        let mut now = recorded.clone();
+        now.mapping =
+            crate::dataset::mapping::from_args(Some("choices=A|B,answer=gold:index0"), None)
+                .unwrap();
+        now.template = Some(TemplateRecord {
+            sha256: "b".repeat(64),
+            text: "{{question}}".into(),
+        });
+        let lines = now.differences(&recorded);
+        assert_eq!(
+            lines,
+            [
+                "  mapping: run has \"choices=A|B,answer=gold:index1\", now \"choices=A|B,answer=gold:index0\"",
+                "  template: run has template with sha256 aaaaaaaaaaaa, now template with sha256 bbbbbbbbbbbb",
+            ]
+        );
+        // A run stored before mappings and templates existed reads as having neither.
+        recorded.mapping = None;
+        recorded.template = None;
+        let old: GenerationSettings =
+            serde_json::from_str(r#"{"max_tokens":256,"ctx":null,"temperature":0.0,"top_p":1.0,"seed":42,"system_prompt":null,"limit":null}"#)
+                .unwrap();
+        assert_eq!(old, recorded);
+    }
+
+    #[test]
+    fn mc_label_needs_letter_scoring_and_one_letter_placeholder() {
+        let label = |form: &str, mc_scoring| GenerationSettings {
+            mc_label: Some(form.into()),
+            mc_scoring,
+            ..Default::default()
+        };
+        assert!(label("({{letter}})", McScoring::Loglik).validate().is_ok());
+        let cases = [
+            ("(A)", McScoring::Loglik, "must contain {{letter}} once"),
+            (
+                "{{letter}}{{letter}}",
+                McScoring::Both,
+                "must contain {{letter}} once",
+            ),
+            (
+                "({{letter}})",
+                McScoring::Generate,
+                "use it with --mc-scoring loglik",
+            ),
+        ];
+        for (form, scoring, expected) in cases {
+            let message = label(form, scoring).validate().unwrap_err().to_string();
+            assert!(message.contains(expected), "{form}: {message}");
+            assert!(message.starts_with("--mc-label"), "{message}");
+        }
+        let text = GenerationSettings {
+            mc_continuation: McContinuation::Text,
+            ..label("({{letter}})", McScoring::Loglik)
+        };
+        assert!(text.validate().is_err());
     }
 }

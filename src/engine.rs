@@ -575,6 +575,63 @@ impl Engine {
     }
 }
 
+/// A model's tokenizer alone: llama.cpp loads the GGUF's vocabulary without its weights (for the
+/// tokenizer check, which compares it with the original model's Hugging Face tokenizer).
+pub struct Vocabulary {
+    model: LlamaModel,
+}
+
+impl Vocabulary {
+    /// Load the vocabulary of a GGUF file (no weights are read).
+    pub fn load(path: &Path) -> Result<Vocabulary> {
+        backend();
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|e| {
+            anyhow::anyhow!(
+                "llama.cpp could not read the vocabulary of {} ({e}); RUST_LOG=llama_cpp_2=info shows llama.cpp's reason",
+                path.display()
+            )
+        })?;
+        Ok(Vocabulary { model })
+    }
+
+    /// Token ids of `text` as plain text: no BOS, and special-token text is not read as those
+    /// tokens (the comparison is about the vocabulary, merges and pre-tokenizer).
+    pub fn tokenize_text(&self, text: &str) -> Vec<i32> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, false)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// The bytes of a token's text.
+    pub fn piece(&self, id: i32) -> Vec<u8> {
+        self.model
+            .vocab()
+            .token_to_piece(LlamaToken(id), false, None)
+    }
+
+    /// A token's text as the vocabulary stores it (byte-level BPE: `Ġ` is a space), empty for an
+    /// id outside the vocabulary.
+    pub fn token_text(&self, id: i32) -> String {
+        let vocab = self.model.vocab();
+        if id < 0 || id >= vocab.n_tokens() {
+            return String::new();
+        }
+        vocab
+            .text(LlamaToken(id))
+            .map(|text| text.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The GGUF's `tokenizer.ggml.pre` (which pre-tokenizer llama.cpp applies), if any.
+    pub fn pre_tokenizer(&self) -> Option<String> {
+        self.model.meta_val_str("tokenizer.ggml.pre").ok()
+    }
+}
+
 fn chat_message(role: &str, content: &str) -> Result<LlamaChatMessage> {
     LlamaChatMessage::new(role.into(), content.into())
         .map_err(|_| crate::error::usage(format!("the {role} text contains a NUL byte; remove it")))

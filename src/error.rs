@@ -73,6 +73,11 @@ pub enum Error {
         supported: u32,
     },
 
+    /// `--require-tokenizer-match`: the GGUF tokenizes some prompts differently from the
+    /// original model's tokenizer.json. Nothing was written.
+    #[error("{0}\nThe GGUF file does not tokenize like the original model: re-convert it with a current llama.cpp, or drop --require-tokenizer-match to run anyway")]
+    TokenizerMismatch(String),
+
     /// The run failed after it was created and is recorded as `failed`; `--resume` continues it.
     #[error("run {run_id} failed: {reason}")]
     RunFailed {
@@ -90,6 +95,7 @@ impl Error {
             Error::Usage(_)
             | Error::InvalidQuestions(_)
             | Error::ResumeMismatch { .. }
+            | Error::TokenizerMismatch(_)
             | Error::SchemaTooNew { .. } => exit_code::USAGE,
             Error::Held { .. } | Error::ClaimLost { .. } => exit_code::HELD,
             Error::RunFailed { .. } => exit_code::FAILED,

@@ -23,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod store;
+pub mod tokcheck;
 pub mod units;
 
 /// `--version` text: crate version, backend, llama.cpp bindings, build profile.

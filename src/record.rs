@@ -1,5 +1,5 @@
 //! Records that cross modules and are stored in JSON columns (`runs.engine_json`,
-//! `runs.host_json`): plain serde structs, written and read by the same type. The SQL views read
+//! `runs.host_json`, `runs.tokenizer_check_json`): plain serde structs, written and read by the same type. The SQL views read
 //! some of their keys with `json_extract`; a unit test fails if one of those keys is missing from
 //! the serialized struct.
 
@@ -184,6 +184,99 @@ impl BuildInfo {
             rustc: env!("DOCENT_BUILD_RUSTC").into(),
         }
     }
+}
+
+/// The GGUF's tokenizer against the original model's Hugging Face `tokenizer.json`, over the
+/// prompts of a question set (`preflight`/`run --hf-tokenizer`; `runs.tokenizer_check_json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerCheck {
+    /// The tokenizer.json as given.
+    pub hf_tokenizer: String,
+    /// Its sha256.
+    pub hf_tokenizer_sha256: String,
+    /// The GGUF's `tokenizer.ggml.pre`, when it has one.
+    pub gguf_pre_tokenizer: Option<String>,
+    /// Prompts tokenized by both.
+    pub prompts_checked: usize,
+    /// Prompts whose token ids differ.
+    pub prompts_differ: usize,
+    /// Tokens the GGUF tokenizer produced over all prompts.
+    pub gguf_tokens: usize,
+    /// Tokens the Hugging Face tokenizer produced over all prompts.
+    pub hf_tokens: usize,
+    /// The first differing prompts (at most three).
+    pub examples: Vec<TokenizerDifference>,
+}
+
+/// One prompt the two tokenizers split differently, around the first difference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerDifference {
+    /// Question id.
+    pub question_id: String,
+    /// Index of the first differing token.
+    pub token_index: usize,
+    /// The prompt text around the first difference.
+    pub snippet: String,
+    /// The GGUF's tokens from a little before the difference.
+    pub gguf: Vec<TokenPiece>,
+    /// The Hugging Face tokenizer's tokens over the same stretch.
+    pub hf: Vec<TokenPiece>,
+}
+
+/// A token id and its text as the vocabulary stores it (byte-level BPE: `Ġ` is a space, `Ċ` a
+/// line break).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenPiece {
+    /// Token id.
+    pub id: i64,
+    /// Its vocabulary text.
+    pub text: String,
+}
+
+impl TokenizerCheck {
+    /// Whether every prompt tokenized the same.
+    pub fn agrees(&self) -> bool {
+        self.prompts_differ == 0
+    }
+
+    /// The verdict in one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "tokenizer check against {}: {} of {} prompts tokenize differently (GGUF {} tokens, Hugging Face {}; GGUF pre-tokenizer {})",
+            self.hf_tokenizer,
+            self.prompts_differ,
+            self.prompts_checked,
+            self.gguf_tokens,
+            self.hf_tokens,
+            self.gguf_pre_tokenizer.as_deref().unwrap_or("none")
+        )
+    }
+
+    /// The summary and each example on its own lines: the snippet and both token sequences.
+    pub fn text(&self) -> String {
+        let mut text = self.summary();
+        text.push('\n');
+        for example in &self.examples {
+            text.push_str(&format!(
+                "  question {}, token {}: …{}…\n    GGUF: {}\n    HF:   {}\n",
+                example.question_id,
+                example.token_index,
+                example.snippet,
+                pieces(&example.gguf),
+                pieces(&example.hf)
+            ));
+        }
+        text
+    }
+}
+
+/// `1234 "▁the" 42 "x"`: ids with their texts quoted (escapes for line breaks).
+pub fn pieces(tokens: &[TokenPiece]) -> String {
+    tokens
+        .iter()
+        .map(|t| format!("{} {:?}", t.id, t.text))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

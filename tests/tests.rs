@@ -5,6 +5,7 @@
 mod util;
 
 // The CUDA build (`make test-cuda`): what it does on a machine without a GPU.
+mod benchmarks;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod exit_codes;
@@ -16,3 +17,4 @@ mod parallel;
 mod preflight;
 mod report;
 mod run;
+mod tokenizer_check;

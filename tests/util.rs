@@ -215,3 +215,27 @@ pub fn truncated_gguf(dir: &Path) -> PathBuf {
         ],
     )
 }
+
+/// `python3 scripts/make_hf_tokenizer.py` over SmolLM2's GGUF: a Hugging Face tokenizer.json with
+/// its vocabulary and merges, or a broken variant (`pre-tokenizer`, `merges`); returns the path.
+pub fn make_hf_tokenizer(dir: &Path, broken: Option<&str>) -> PathBuf {
+    let out = dir.join(format!("tokenizer-{}.json", broken.unwrap_or("good")));
+    let mut command = Command::new("python3");
+    command
+        .arg(root().join("scripts/make_hf_tokenizer.py"))
+        .arg("--gguf")
+        .arg(smollm())
+        .arg("--out")
+        .arg(&out);
+    if let Some(broken) = broken {
+        command.args(["--break", broken]);
+    }
+    let output = command.output().expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "make_hf_tokenizer.py failed (run `make pydeps` for the gguf package):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}

@@ -73,6 +73,9 @@ pub struct PreflightReport {
     /// Placement, estimate, verdict, advice.
     #[serde(flatten)]
     pub evaluation: Evaluation,
+    /// `--hf-tokenizer`: the GGUF's tokenizer against the original model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer_check: Option<crate::record::TokenizerCheck>,
 }
 
 impl PreflightReport {
@@ -323,6 +326,7 @@ pub fn preflight(request: &PreflightRequest, backend: &BackendFacts) -> Result<P
         requested_gpu_layers: request.gpu_layers.to_string(),
         hardware,
         evaluation,
+        tokenizer_check: None,
     })
 }
 
@@ -426,6 +430,7 @@ pub fn check_run(
         requested_gpu_layers: execution.gpu_layers.to_string(),
         hardware,
         evaluation,
+        tokenizer_check: None,
     };
     log::info!(
         "preflight: {} (context {} x {}, GPU layers {})",

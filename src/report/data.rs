@@ -3,6 +3,7 @@
 
 use super::stats::{Rate, Spread};
 use crate::error::{usage, Result};
+use crate::record::TokenizerCheck;
 use crate::store::{CategorySummary, QuestionAnswer, RunDetails, RunSummary, Store};
 use regex::Regex;
 use serde::Serialize;
@@ -82,6 +83,12 @@ pub struct RunReport {
     pub errors_by_reason: Vec<ErrorReason>,
     /// Per category, when the questions carry one.
     pub categories: Vec<CategoryReport>,
+    /// How the question file was read and prompted (absent for the built-in format).
+    #[serde(skip_serializing_if = "QuestionFormat::is_builtin")]
+    pub question_format: QuestionFormat,
+    /// The GGUF's tokenizer against the original model's (`run --hf-tokenizer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer_check: Option<TokenizerCheck>,
     /// Memory samples over time (HTML charts only).
     #[serde(skip)]
     pub timeline: Vec<MemoryPoint>,
@@ -128,6 +135,47 @@ pub struct Settings {
     pub threads: Option<u64>,
     /// Whether a system prompt was given.
     pub system_prompt: bool,
+}
+
+/// The column mapping, prompt template and choice label of a run (all part of its identity).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QuestionFormat {
+    /// The mapping's canonical text (`--map`).
+    pub mapping: Option<String>,
+    /// sha256 of the prompt template (`--template`).
+    pub template_sha256: Option<String>,
+    /// The template text.
+    pub template: Option<String>,
+    /// The label letter scoring scores (`--mc-label`).
+    pub mc_label: Option<String>,
+}
+
+impl QuestionFormat {
+    /// Whether the run used the built-in question format and wording.
+    pub fn is_builtin(&self) -> bool {
+        *self == QuestionFormat::default()
+    }
+
+    /// One line for people: `mapping … · template sha256 … · label …`, or `built-in`.
+    pub fn text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(mapping) = &self.mapping {
+            parts.push(format!("mapping {mapping}"));
+        }
+        if let (Some(hash), Some(text)) = (&self.template_sha256, &self.template) {
+            parts.push(format!(
+                "template sha256 {} {text:?}",
+                hash.get(..12).unwrap_or(hash)
+            ));
+        }
+        if let Some(label) = &self.mc_label {
+            parts.push(format!("choice label {label}"));
+        }
+        if parts.is_empty() {
+            return "built-in".into();
+        }
+        parts.join(" · ")
+    }
 }
 
 /// Memory peaks of a run.
@@ -268,6 +316,18 @@ fn settings_from(run: &RunDetails) -> Settings {
         system_prompt: config
             .and_then(|c| c.system_prompt.as_deref())
             .is_some_and(|s| !s.is_empty()),
+    }
+}
+
+fn question_format(run: &RunDetails) -> QuestionFormat {
+    let Some(config) = run.settings.as_ref() else {
+        return QuestionFormat::default();
+    };
+    QuestionFormat {
+        mapping: config.mapping.as_ref().map(ToString::to_string),
+        template_sha256: config.template.as_ref().map(|t| t.sha256.clone()),
+        template: config.template.as_ref().map(|t| t.text.clone()),
+        mc_label: config.mc_label.clone(),
     }
 }
 
@@ -417,6 +477,8 @@ pub fn summarize(
         memory: memory(s),
         errors_by_reason: errors_by_reason(&answers),
         categories,
+        question_format: question_format(run),
+        tokenizer_check: run.tokenizer_check.clone(),
         timeline,
         answers,
     }

@@ -97,6 +97,8 @@ fn first_run() -> RunReport {
             example: "prompt of 900 tokens + --max-tokens 12 exceeds the context of 512 tokens per sequence; raise --ctx".into(),
         }],
         categories: categories(),
+        question_format: Default::default(),
+        tokenizer_check: None,
         timeline: timeline(),
         answers: vec![
             answer("q1", 1, true, Some(1.0), 1100.0),

@@ -156,6 +156,16 @@ fn run_section(out: &mut String, run: &RunReport, color: RGBColor) {
         escape(&run.started_at),
         escape(&run.model.path),
     );
+    if !run.question_format.is_builtin() {
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">question format: {}</p>",
+            escape(&run.question_format.text())
+        );
+    }
+    if let Some(check) = &run.tokenizer_check {
+        let _ = writeln!(out, "<pre>{}</pre>", escape(&check.text()));
+    }
     out.push_str("<h3>Memory over time</h3>\n");
     out.push_str(&charts::memory_timeline(run));
     out.push_str("\n<h3>Latency distribution</h3>\n");

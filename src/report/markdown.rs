@@ -3,6 +3,7 @@
 
 use super::cells::{category_rows, CATEGORY_HEADER, COLUMNS};
 use super::data::{Comparison, RunReport};
+use crate::record::{pieces, TokenizerCheck};
 use crate::units::{printable, Lines};
 use std::fmt::Write as _;
 
@@ -51,8 +52,93 @@ pub fn markdown(comparison: &Comparison) -> String {
         runs => comparison_table(&mut out, runs),
     }
     categories(&mut out, comparison);
+    question_formats(&mut out, &comparison.runs);
+    tokenizer_checks(&mut out, &comparison.runs);
     errors(&mut out, &comparison.runs);
     out
+}
+
+/// `### Question format`: the mapping, template and choice label of runs that have one.
+fn question_formats(out: &mut String, runs: &[RunReport]) {
+    let runs: Vec<&RunReport> = runs
+        .iter()
+        .filter(|r| !r.question_format.is_builtin())
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    out.push_str("\n### Question format\n\n");
+    out.push_str(&row(
+        &["run", "mapping", "template", "choice label"].map(String::from)
+    ));
+    out.push_str(&rule(4));
+    for run in runs {
+        let f = &run.question_format;
+        let template = match (&f.template_sha256, &f.template) {
+            (Some(hash), Some(text)) => {
+                format!("sha256 {} {text:?}", hash.get(..12).unwrap_or(hash))
+            }
+            _ => "built-in".into(),
+        };
+        out.push_str(&row(&[
+            run.run_id.to_string(),
+            f.mapping.clone().unwrap_or_else(|| "-".into()),
+            template,
+            f.mc_label.clone().unwrap_or_else(|| "letter".into()),
+        ]));
+    }
+}
+
+/// `### Tokenizer check`: each checked run's counts, then its first differing prompts.
+fn tokenizer_checks(out: &mut String, runs: &[RunReport]) {
+    let checked: Vec<(i64, &TokenizerCheck)> = runs
+        .iter()
+        .filter_map(|r| Some((r.run_id, r.tokenizer_check.as_ref()?)))
+        .collect();
+    if checked.is_empty() {
+        return;
+    }
+    out.push_str("\n### Tokenizer check\n\n");
+    out.push_str(&row(&[
+        "run",
+        "tokenizer.json",
+        "prompts",
+        "differ",
+        "GGUF tokens",
+        "HF tokens",
+    ]
+    .map(String::from)));
+    out.push_str(&rule(6));
+    for (run_id, check) in &checked {
+        out.push_str(&row(&[
+            run_id.to_string(),
+            check.hf_tokenizer.clone(),
+            check.prompts_checked.to_string(),
+            check.prompts_differ.to_string(),
+            check.gguf_tokens.to_string(),
+            check.hf_tokens.to_string(),
+        ]));
+    }
+    if checked.iter().all(|(_, c)| c.examples.is_empty()) {
+        return;
+    }
+    out.push('\n');
+    out.push_str(&row(
+        &["run", "question", "token", "text", "GGUF", "HF"].map(String::from)
+    ));
+    out.push_str(&rule(6));
+    for (run_id, check) in checked {
+        for e in &check.examples {
+            out.push_str(&row(&[
+                run_id.to_string(),
+                e.question_id.clone(),
+                e.token_index.to_string(),
+                e.snippet.clone(),
+                pieces(&e.gguf),
+                pieces(&e.hf),
+            ]));
+        }
+    }
 }
 
 /// `## Run N · model` and a metric/value table.

@@ -12,7 +12,7 @@ use crate::config::McScoring;
 use crate::dataset::Question;
 use crate::engine::{Engine, SessionOptions};
 use crate::error::Result;
-use crate::prompt::loglik_message;
+use crate::prompt::Prompter;
 use crate::store::{AnswerRow, ChoiceRow, ChoiceScores, Holder};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -45,16 +45,24 @@ pub fn plan(
     engine: &Engine,
     questions: &[Question],
     to_score: &[usize],
-) -> Option<ScoringPlan> {
+) -> Result<Option<ScoringPlan>> {
     if to_score.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let prompter = Prompter::new(&request.generation)?;
     let ctx_train = engine.info().n_ctx_train as usize;
     let mut jobs = Vec::new();
     let mut continuations = HashMap::new();
     let mut rejected = Vec::new();
     for &index in to_score {
-        match prepare(request, engine, &questions[index], index, ctx_train) {
+        match prepare(
+            request,
+            &prompter,
+            engine,
+            &questions[index],
+            index,
+            ctx_train,
+        ) {
             Prepared::Rejected(index, reason) => rejected.push((index, reason)),
             Prepared::Ready(job, texts) => {
                 continuations.insert(job.question_index, texts);
@@ -78,14 +86,14 @@ pub fn plan(
     };
     let largest_batch = jobs.iter().map(tokens_of).max().unwrap_or(1);
     let logits_rows = jobs.iter().map(rows_of).max().unwrap_or(1);
-    Some(ScoringPlan {
+    Ok(Some(ScoringPlan {
         jobs,
         continuations,
         rejected,
         largest_batch: (largest_batch as u32).min(options.batch_size),
         logits_rows: (logits_rows as u32).min(options.batch_size),
         options,
-    })
+    }))
 }
 
 /// Score the planned questions; returns what was committed.
@@ -166,20 +174,16 @@ pub fn phase(
 /// for more than 26 choices, or a prompt and continuation longer than the trained context.
 fn prepare(
     request: &RunRequest,
+    prompter: &Prompter,
     engine: &Engine,
     question: &Question,
     index: usize,
     ctx_train: usize,
 ) -> Prepared {
     let style = request.generation.mc_continuation;
-    let Some((message, continuations)) = loglik_message(question, style) else {
-        return Prepared::Rejected(
-            index,
-            format!(
-                "{} choices are more than letter labels can name; use --mc-continuation text",
-                question.choices.as_ref().map_or(0, Vec::len)
-            ),
-        );
+    let (message, continuations) = match prompter.loglik_message(question, style) {
+        Ok(prepared) => prepared,
+        Err(reason) => return Prepared::Rejected(index, reason),
     };
     let system = request.generation.system_prompt.as_deref();
     let chat = request.generation.chat_template;

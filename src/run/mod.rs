@@ -26,7 +26,8 @@ use crate::dataset::{Question, QuestionSet};
 use crate::engine::{self, Engine};
 use crate::error::{exit_code, Error, Result};
 use crate::preflight::{self, RunPreflight};
-use crate::record::{EngineRecord, PreflightRecord};
+use crate::prompt::Prompter;
+use crate::record::{EngineRecord, PreflightRecord, TokenizerCheck};
 use crate::store::{AnswerRow, Holder, NewRun, RunRecord, RunStatus, Store};
 use prepare::{Prompt, SessionPlan};
 use recorder::{Recorder, RecorderState};
@@ -60,6 +61,10 @@ pub struct RunRequest {
     pub discard_answers: bool,
     /// Run even when preflight predicts the model will not fit.
     pub force: bool,
+    /// The original model's tokenizer.json to check the GGUF's tokenizer against.
+    pub hf_tokenizer: Option<PathBuf>,
+    /// Refuse the run when the tokenizer check finds a difference.
+    pub require_tokenizer_match: bool,
 }
 
 /// How a run invocation ended.
@@ -87,6 +92,7 @@ pub struct RunOutcome {
 pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     let set = validate(request)?;
     let questions = limited(&set.questions, request.generation.limit);
+    let tokenizer = check_tokenizer(request, questions)?;
     let backend = engine::backend_facts();
     // A run predicted not to fit is refused here, before the store is opened (unless --force).
     let preflight = preflight::check_run(
@@ -106,19 +112,42 @@ pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     };
     let holder = crate::holder::this_process();
     store.claim_run(run_id, &holder, crate::holder::holder_alive)?;
+    if let Some(check) = &tokenizer {
+        store.set_tokenizer_check(run_id, check)?;
+    }
     session(
         &store, request, run_id, &holder, questions, stop, &preflight,
     )
     .map_err(|error| record_failure(&store, run_id, error))
 }
 
-/// Settings, flags and the question set, checked before anything is loaded or written.
+/// Settings, flags and the question set (read through the mapping, every prompt rendered with
+/// the template), checked before anything is loaded or written.
 fn validate(request: &RunRequest) -> Result<QuestionSet> {
     request.generation.validate()?;
     request.execution.validate()?;
-    let set = crate::dataset::load(&request.questions)?;
+    let set = crate::dataset::load_mapped(&request.questions, request.generation.mapping.as_ref())?;
+    Prompter::new(&request.generation)?.check(&set.path, &set.questions)?;
     preflight::check_model_file(&request.model)?;
     Ok(set)
+}
+
+/// `--hf-tokenizer`: compare the GGUF's tokenizer with the original model's on every prompt
+/// before anything is written. A difference is logged and stored with the run; with
+/// `--require-tokenizer-match` it refuses the run.
+fn check_tokenizer(request: &RunRequest, questions: &[Question]) -> Result<Option<TokenizerCheck>> {
+    let Some(hf_tokenizer) = &request.hf_tokenizer else {
+        return Ok(None);
+    };
+    let prompter = Prompter::new(&request.generation)?;
+    let check = crate::tokcheck::check(&request.model, hf_tokenizer, questions, &prompter)?;
+    if !check.agrees() {
+        if request.require_tokenizer_match {
+            return Err(Error::TokenizerMismatch(check.text()).into());
+        }
+        log::warn!("{}", check.text().trim_end());
+    }
+    Ok(Some(check))
 }
 
 /// The first `limit` questions (all without a limit).
@@ -203,8 +232,8 @@ fn session(
         .filter(|&i| scoring.generates_choices() || !questions[i].is_multiple_choice())
         .collect();
     let engine = load_engine(request, preflight)?;
-    let plan = prepare::plan(&engine, questions, &to_generate, request);
-    let scoring = choices::plan(request, &engine, questions, &to_score);
+    let plan = prepare::plan(&engine, questions, &to_generate, request)?;
+    let scoring = choices::plan(request, &engine, questions, &to_score)?;
     let sessions = Sessions {
         generation: (!to_generate.is_empty()).then_some(&plan),
         scoring: scoring.as_ref(),

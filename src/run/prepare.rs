@@ -4,9 +4,11 @@
 
 use super::scheduler::Prefixes;
 use super::RunRequest;
+use crate::config::GenerationSettings;
 use crate::dataset::Question;
 use crate::engine::{Engine, SessionOptions, Token};
 use crate::error::Result;
+use crate::prompt::Prompter;
 use std::path::Path;
 
 /// Shortest shared prompt prefix worth its own KV sequence, in tokens.
@@ -37,18 +39,27 @@ pub struct SessionPlan {
     pub longest_prompt: usize,
 }
 
+/// One question's prompt text and tokens, or why it could not be built.
+pub type Rendered = Result<(String, Vec<Token>)>;
+
 /// The chat-templated text and tokens of each question: the one place a question becomes the
 /// model's input (used by `run` and by `prompts`).
 pub fn render(
     engine: &Engine,
     questions: &[Question],
-    system: Option<&str>,
-    chat: bool,
-) -> Vec<Result<(String, Vec<Token>)>> {
-    questions
+    settings: &GenerationSettings,
+) -> Result<Vec<Rendered>> {
+    let prompter = Prompter::new(settings)?;
+    let system = settings.system_prompt.as_deref();
+    Ok(questions
         .iter()
-        .map(|question| engine.prompt(system, &crate::prompt::user_message(question), chat))
-        .collect()
+        .map(|question| {
+            let message = prompter
+                .user_message(question)
+                .map_err(anyhow::Error::msg)?;
+            engine.prompt(system, &message, settings.chat_template)
+        })
+        .collect())
 }
 
 /// Plan a session over `questions`, of which `pending` still need an answer. Every question is
@@ -59,14 +70,9 @@ pub fn plan(
     questions: &[Question],
     pending: &[usize],
     request: &RunRequest,
-) -> SessionPlan {
+) -> Result<SessionPlan> {
     let settings = &request.generation;
-    let rendered = render(
-        engine,
-        questions,
-        settings.system_prompt.as_deref(),
-        settings.chat_template,
-    );
+    let rendered = render(engine, questions, settings)?;
     let longest_prompt = rendered
         .iter()
         .filter_map(|p| p.as_ref().ok().map(|(_, tokens)| tokens.len()))
@@ -95,22 +101,18 @@ pub fn plan(
         threads: request.execution.effective_threads(),
         kv_unified: request.execution.kv_unified,
     };
-    SessionPlan {
+    Ok(SessionPlan {
         prompts,
         slots,
         prefix,
         order,
         options,
         longest_prompt,
-    }
+    })
 }
 
 /// A prompt runs when it tokenized to something that fits the context with `--max-tokens`.
-fn admit(
-    rendered: Result<(String, Vec<Token>)>,
-    ctx_per_sequence: u32,
-    request: &RunRequest,
-) -> Prompt {
+fn admit(rendered: Rendered, ctx_per_sequence: u32, request: &RunRequest) -> Prompt {
     let max_tokens = request.generation.max_tokens as usize;
     match rendered {
         Err(e) => Prompt::Rejected(format!("prompt could not be built: {e:#}")),
@@ -202,18 +204,20 @@ pub struct RenderedPrompt {
 }
 
 /// Every question's prompt as the model receives it (`docent-eval prompts`: for inspection and
-/// for feeding the same prompts to other tools in `make bench`).
+/// for feeding the same prompts to other tools in `make bench`). `settings` gives the system
+/// prompt, the limit, the chat template, the column mapping and the prompt template.
 pub fn rendered_prompts(
     model: &Path,
     questions: &Path,
-    system_prompt: Option<&str>,
-    limit: Option<usize>,
+    settings: &GenerationSettings,
 ) -> Result<Vec<RenderedPrompt>> {
-    let set = crate::dataset::load(questions)?;
+    settings.validate()?;
+    let set = crate::dataset::load_mapped(questions, settings.mapping.as_ref())?;
+    Prompter::new(settings)?.check(&set.path, &set.questions)?;
     crate::preflight::check_model_file(model)?;
     let engine = Engine::load(model, crate::config::GpuLayers::Count(0))?;
-    let questions = super::limited(&set.questions, limit);
-    render(&engine, questions, system_prompt, true)
+    let questions = super::limited(&set.questions, settings.limit);
+    render(&engine, questions, settings)?
         .into_iter()
         .zip(questions)
         .map(|(rendered, question)| {

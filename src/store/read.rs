@@ -5,7 +5,7 @@ use super::{RunRecord, RunStatus, Store};
 use crate::config::GenerationSettings;
 use crate::dataset::Question;
 use crate::error::{usage, Result};
-use crate::record::EngineRecord;
+use crate::record::{EngineRecord, TokenizerCheck};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -140,7 +140,7 @@ impl Store {
             .query_row(
                 "SELECT id, status, status_reason, started_at, finished_at, model_path, model_name,
                         model_size_bytes, question_count, config_json, engine_json, updated_at,
-                        holder_pid, holder_started_at, sessions
+                        holder_pid, holder_started_at, sessions, tokenizer_check_json
                  FROM runs WHERE id = ?1",
                 params![run_id],
                 |r| {
@@ -165,6 +165,9 @@ impl Store {
                         holder_pid: r.get(12)?,
                         holder_started_at: r.get(13)?,
                         sessions: r.get(14)?,
+                        tokenizer_check: r
+                            .get::<_, Option<String>>(15)?
+                            .and_then(|text| serde_json::from_str(&text).ok()),
                     })
                 },
             )
@@ -352,6 +355,8 @@ pub struct RunDetails {
     pub holder_started_at: Option<String>,
     /// Sessions (start + resumes).
     pub sessions: i64,
+    /// The last tokenizer check (`run --hf-tokenizer`), if any.
+    pub tokenizer_check: Option<TokenizerCheck>,
 }
 
 /// A question of a run with its answer row, if committed.

@@ -3,7 +3,7 @@
 use super::{AnswerRow, ChoiceScores, Holder, NewRun, RunStatus, Store, StoredScores};
 use crate::error::{Error, Result};
 use crate::monitor::MemorySample;
-use crate::record::EngineRecord;
+use crate::record::{EngineRecord, TokenizerCheck};
 use crate::units::now_text;
 use rusqlite::{params, OptionalExtension};
 use std::path::Path;
@@ -170,6 +170,17 @@ impl Store {
             "UPDATE runs SET engine_json = ?2
              WHERE id = ?1 AND holder_pid IS ?3 AND holder_started_at IS ?4",
             params![run_id, serde_json::to_string(record)?, pid, started],
+        )?;
+        self.held(run_id, changed)
+    }
+
+    /// Record the tokenizer check of this session (`run --hf-tokenizer`).
+    pub fn set_tokenizer_check(&self, run_id: i64, check: &TokenizerCheck) -> Result<()> {
+        let (pid, started) = self.holder_keys();
+        let changed = self.connection.execute(
+            "UPDATE runs SET tokenizer_check_json = ?2
+             WHERE id = ?1 AND holder_pid IS ?3 AND holder_started_at IS ?4",
+            params![run_id, serde_json::to_string(check)?, pid, started],
         )?;
         self.held(run_id, changed)
     }

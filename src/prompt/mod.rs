@@ -1,9 +1,15 @@
-//! How a question becomes the text the model is asked: context, question, numbered choices and
-//! an instruction in the question's language. The chat template around it is the engine's; the
-//! tokens are prepared once per run in `run::prepare`.
+//! How a question becomes the text the model is asked: by default context, question, numbered
+//! choices and an instruction in the question's language; with `--template` a prompt template
+//! file ([`template`]). The chat template around it is the engine's; the tokens are prepared once
+//! per run in `run::prepare`.
 
-use crate::config::McContinuation;
+pub mod template;
+
+use crate::config::{GenerationSettings, McContinuation, LETTER};
 use crate::dataset::{contains_hangul, Question};
+use crate::error::{usage, Error, Result};
+use std::path::Path;
+use template::PromptTemplate;
 
 /// Most choices letter labels can name (A to Z).
 pub const MAX_LETTER_CHOICES: usize = 26;
@@ -73,6 +79,90 @@ pub fn loglik_message(question: &Question, style: McContinuation) -> Option<(Str
             });
             Some((message, labels))
         }
+    }
+}
+
+/// How the questions of a run become user messages: the default wording or the run's template,
+/// and the label letter scoring scores for each choice (`A`, or `--mc-label`'s form such as
+/// `(A)`).
+#[derive(Debug, Clone, Default)]
+pub struct Prompter {
+    template: Option<PromptTemplate>,
+    label: Option<String>,
+}
+
+impl Prompter {
+    /// The prompter of a run's settings (the template was checked when it was read).
+    pub fn new(settings: &GenerationSettings) -> Result<Prompter> {
+        let template = match &settings.template {
+            Some(record) => Some(PromptTemplate::parse(&record.text).map_err(
+                |(line, reason)| usage(format!("the run's prompt template, line {line}: {reason}")),
+            )?),
+            None => None,
+        };
+        Ok(Prompter {
+            template,
+            label: settings.mc_label.clone(),
+        })
+    }
+
+    /// The user message for generation: the template's rendering, else [`user_message`].
+    pub fn user_message(&self, question: &Question) -> std::result::Result<String, String> {
+        match &self.template {
+            Some(template) => template.render(question),
+            None => Ok(user_message(question)),
+        }
+    }
+
+    /// The user message and continuations for log-likelihood scoring: with a template its
+    /// rendering, each choice scored as its label (letter) or its text; else [`loglik_message`].
+    pub fn loglik_message(
+        &self,
+        question: &Question,
+        style: McContinuation,
+    ) -> std::result::Result<(String, Vec<String>), String> {
+        let choices = question.choices.as_deref().unwrap_or_default();
+        if style == McContinuation::Letter && choices.len() > MAX_LETTER_CHOICES {
+            return Err(format!(
+                "{} choices are more than letter labels can name; use --mc-continuation text",
+                choices.len()
+            ));
+        }
+        let (message, continuations) = match &self.template {
+            Some(template) => (
+                template.render(question)?,
+                choices.iter().map(|c| c.trim().to_string()).collect(),
+            ),
+            None => loglik_message(question, style).ok_or("the question has no choices")?,
+        };
+        if style == McContinuation::Text {
+            return Ok((message, continuations));
+        }
+        let labels = ('A'..='Z')
+            .take(choices.len())
+            .map(|letter| match &self.label {
+                Some(form) => form.replace(LETTER, &letter.to_string()),
+                None => letter.to_string(),
+            })
+            .collect();
+        Ok((message, labels))
+    }
+
+    /// Every question's user message renders: a template that asks for what a question lacks is
+    /// an input error naming the question file's line, found before anything is written.
+    pub fn check(&self, path: &Path, questions: &[Question]) -> Result<()> {
+        let problems: Vec<String> = questions
+            .iter()
+            .filter_map(|q| {
+                self.user_message(q)
+                    .err()
+                    .map(|reason| format!("{}:{}: {reason}", path.display(), q.line))
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidQuestions(problems).into())
     }
 }
 

@@ -1,7 +1,10 @@
 //! Question sets: JSONL, a JSON array, or CSV with a header, validated as a whole before any model
 //! is loaded. Every problem names the file, the line and the reason.
 
+pub mod mapping;
+
 use crate::error::{Error, Result};
+use mapping::{Mapped, Mapping};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -75,9 +78,14 @@ enum Format {
     Csv,
 }
 
-/// Read and validate a question file. On any problem, returns every problem found, each naming
-/// the file and the line.
+/// Read and validate a question file in the question format. On any problem, returns every
+/// problem found, each naming the file and the line.
 pub fn load(path: &Path) -> Result<QuestionSet> {
+    load_mapped(path, None)
+}
+
+/// Read and validate a question file whose columns `mapping` renames (see [`mapping`]).
+pub fn load_mapped(path: &Path, mapping: Option<&Mapping>) -> Result<QuestionSet> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::Usage(format!(
             "cannot read question file {}: {e}; check the --questions path",
@@ -92,12 +100,21 @@ pub fn load(path: &Path) -> Result<QuestionSet> {
         Format::JsonArray => parse_json_array(path, text),
         Format::Csv => parse_csv(path, text),
     };
-    let mut problems = Vec::new();
+    let mut problems = mapping
+        .map(|m| unused_columns(path, m, &records))
+        .unwrap_or_default();
     let mut questions = Vec::new();
     for record in records {
         match record {
             Ok((line, ordinal, object)) => {
-                match validate(object, line, ordinal).and_then(without_nul) {
+                let mapped = match mapping {
+                    Some(mapping) => mapping.apply(object),
+                    None => Ok(split_known(object)),
+                };
+                match mapped
+                    .and_then(|m| validate(m, line, ordinal))
+                    .and_then(without_nul)
+                {
                     Ok(question) => questions.push(question),
                     Err(reason) => problems.push(format!("{}:{line}: {reason}", path.display())),
                 }
@@ -130,6 +147,38 @@ pub fn load(path: &Path) -> Result<QuestionSet> {
         sha256,
         questions,
     })
+}
+
+/// A mapped column that no record has is a typo or the wrong file: one problem naming it.
+fn unused_columns(path: &Path, mapping: &Mapping, records: &[Record]) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (_, _, object) in records.iter().flatten() {
+        for key in object.keys() {
+            if !seen.contains(&key.as_str()) {
+                seen.push(key);
+            }
+        }
+    }
+    mapping
+        .columns()
+        .into_iter()
+        .filter(|(column, _)| !seen.contains(column))
+        .map(|(column, target)| {
+            format!(
+                "{}: no record has a value in column \"{column}\" (mapped to {target}); columns found: {}",
+                path.display(),
+                seen.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// A record in the question format: its fields, and the unknown ones kept apart.
+fn split_known(object: Map<String, Value>) -> Mapped {
+    let (known, extra) = object
+        .into_iter()
+        .partition(|(key, _)| KNOWN_FIELDS.contains(&key.as_str()));
+    Mapped { known, extra }
 }
 
 /// sha256 of a byte slice, lowercase hex.
@@ -396,11 +445,11 @@ fn optional_text(
 }
 
 // Linear: one check per field, then the answer/choices cross-check; the schema reads top to bottom.
-fn validate(
-    object: Map<String, Value>,
-    line: usize,
-    ordinal: usize,
-) -> std::result::Result<Question, String> {
+fn validate(mapped: Mapped, line: usize, ordinal: usize) -> std::result::Result<Question, String> {
+    let Mapped {
+        known: object,
+        extra,
+    } = mapped;
     let id = match object.get("id") {
         None | Some(Value::Null) => ordinal.to_string(),
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
@@ -491,10 +540,6 @@ fn validate(
         }
         (None, None) => {}
     }
-    let extra = object
-        .into_iter()
-        .filter(|(key, _)| !KNOWN_FIELDS.contains(&key.as_str()))
-        .collect();
     Ok(Question {
         id,
         ordinal,
