@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: bench-loglik build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
+.PHONY: bench-loglik bench-passages build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -138,6 +138,11 @@ fuzz:
 bench-loglik: build $(SMOLLM)
 	CRATE_TOOLS_ONLY=1 scripts/bench/build-tools.sh
 	python3 scripts/bench/loglik.py
+
+# Generation on passages that repeat: the prefix tree against the global prefix and llama-server.
+bench-passages: build $(SMOLLM)
+	scripts/bench/build-tools.sh
+	python3 scripts/bench/passages.py
 
 # The team's habit, as targets: a background run (resumes if one is unfinished), its status, a
 # graceful stop, and a live memory view.

@@ -1,6 +1,6 @@
 //! The command line as clap types: what each subcommand accepts. [`crate::commands`] runs them.
 
-use crate::config::{GpuLayers, McContinuation, McScoring};
+use crate::config::{GpuLayers, McContinuation, McScoring, PrefixCache};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -276,8 +276,12 @@ pub struct RunArgs {
     /// Seconds in-flight questions may take to finish after Ctrl-C/SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub grace_seconds: u64,
-    /// Recompute the prompt prefix shared by all questions for every question (benchmarks).
-    #[arg(long)]
+    /// Prompt prefixes computed once and copied: every prefix two or more questions share
+    /// (tree), only the one all share (global), or none (off; benchmarks).
+    #[arg(long, value_enum, default_value_t = PrefixCache::Tree)]
+    pub prefix_cache: PrefixCache,
+    /// The same as --prefix-cache off.
+    #[arg(long, hide = true, conflicts_with = "prefix_cache")]
     pub no_prefix_cache: bool,
     /// One KV cache pool shared by all sequences (llama.cpp's unified KV) instead of a fixed
     /// share per sequence; the pool still holds --ctx x --parallel tokens.

@@ -5,7 +5,7 @@ use crate::cli::{
     Cli, Command, CompareArgs, FormatArgs, MonitorArgs, PreflightArgs, PromptsArgs, ReportArgs,
     RunArgs, ScoreArgs, StatusArgs, StopArgs,
 };
-use crate::config::{ExecutionSettings, GenerationSettings, TemplateRecord};
+use crate::config::{ExecutionSettings, GenerationSettings, PrefixCache, TemplateRecord};
 use crate::dataset::mapping::Mapping;
 use crate::error::{exit_code, usage, Result};
 use crate::holder::StopOutcome;
@@ -93,7 +93,8 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
             threads: args.threads,
             sample_interval_ms: args.sample_interval_ms,
             batch_size: args.batch_size,
-            prefix_cache: !args.no_prefix_cache,
+            prefix_cache: !args.no_prefix_cache && args.prefix_cache != PrefixCache::Off,
+            global_prefix_only: args.prefix_cache == PrefixCache::Global,
             kv_unified: args.kv_unified,
         },
         grace: Duration::from_secs(args.grace_seconds),

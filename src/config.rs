@@ -68,6 +68,17 @@ impl McScoring {
     }
 }
 
+/// Which shared prompt prefixes are computed once (`run --prefix-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefixCache {
+    /// Every prefix two or more prompts share (a system prompt, a passage): the default.
+    Tree,
+    /// Only the prefix all prompts share (for comparison in benchmarks).
+    Global,
+    /// None: every prompt is computed in full.
+    Off,
+}
+
 /// What log-likelihood scoring scores for each choice (`run --mc-continuation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -266,9 +277,12 @@ pub struct ExecutionSettings {
     pub sample_interval_ms: u64,
     /// Tokens per llama.cpp batch.
     pub batch_size: u32,
-    /// Prefill the prompt prefix shared by all questions once and copy its KV cache.
+    /// Prefill the prompt prefixes questions share once and copy their KV cache.
     #[serde(default = "enabled")]
     pub prefix_cache: bool,
+    /// Only the prefix all questions share (`--prefix-cache global`), not the prefix tree.
+    #[serde(default)]
+    pub global_prefix_only: bool,
     /// One KV pool shared by all sequences instead of one stream per sequence.
     #[serde(default)]
     pub kv_unified: bool,
@@ -287,6 +301,7 @@ impl Default for ExecutionSettings {
             sample_interval_ms: 1000,
             batch_size: 512,
             prefix_cache: true,
+            global_prefix_only: false,
             kv_unified: false,
         }
     }

@@ -177,6 +177,26 @@ fn letter_labels_score_one_token_per_choice_and_the_views_match_the_rows() {
         assert_eq!(scored as usize, subset.len());
         assert!(close(acc_norm_view, accuracies(subset)[1]), "{category}");
     }
+    // The report carries the same per-category figures, and the HTML page charts them.
+    let db_text = db.display().to_string();
+    let json: serde_json::Value = serde_json::from_str(&ok_stdout(&cli(&[
+        "report", "--db", &db_text, "--format", "json",
+    ])))
+    .unwrap();
+    let categories = json["runs"][0]["categories"].as_array().unwrap();
+    assert_eq!(categories.len(), by_category.len());
+    for c in categories {
+        let subset = &by_category[c["category"].as_str().unwrap()];
+        let [acc, acc_norm, _, _] = accuracies(subset);
+        assert!(close(c["loglik_acc"]["rate"].as_f64().unwrap(), acc), "{c}");
+        assert!(
+            close(c["loglik_acc_norm"]["rate"].as_f64().unwrap(), acc_norm),
+            "{c}"
+        );
+        assert!(close(c["loglik_chance"].as_f64().unwrap(), 0.25), "{c}");
+    }
+    let html = ok_stdout(&cli(&["report", "--db", &db_text, "--format", "html"]));
+    assert!(html.contains("Log-likelihood accuracy per category"));
 }
 
 #[test]

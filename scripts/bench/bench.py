@@ -52,10 +52,10 @@ def rendered_prompts(args, system_file):
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def run_docent(args, workload, n, db, discard=False):
+def run_docent(args, workload, n, db, discard=False, extra=()):
     command = [str(DOCENT), "run", "--model", args.model, "--questions", args.questions,
                "--db", str(db), "--limit", str(args.questions_n), "--max-tokens", str(args.max_tokens),
-               "--ignore-eos", "--parallel", str(n), "--threads", str(args.threads)]
+               "--ignore-eos", "--parallel", str(n), "--threads", str(args.threads), *extra]
     if workload["system_file"]:
         command += ["--system-file", str(workload["system_file"])]
     if discard:
@@ -65,6 +65,8 @@ def run_docent(args, workload, n, db, discard=False):
     match = re.search(r"decode loop: (\d+) questions in ([0-9.]+) s", result.stderr)
     if result.returncode != 0 or not match or int(match.group(1)) != args.questions_n:
         raise RuntimeError(f"docent-eval failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    built = re.search(r"prompt prefixes: \d+ shared \((\d+) tokens computed once\)", result.stderr)
+    docent_prefix_built.append(int(built.group(1)) if built else 0)
     prefix = re.search(r"shared prompt prefix: (\d+) tokens", result.stderr)
     if prefix:
         docent_prefix[workload["name"]] = int(prefix.group(1))
@@ -78,6 +80,7 @@ def run_docent(args, workload, n, db, discard=False):
 recording_cpu = {}  # (workload name, n, discard) -> [(recorder ms, decode-thread ms, loop s)]
 batched_rates = {}  # (workload name, n) -> [(prompt tok/s, generation tok/s)]
 docent_prefix = {}  # workload name -> shared prompt prefix docent-eval prefilled once
+docent_prefix_built = []  # per docent-eval run: prompt prefix tokens it computed once
 server_prompt = {}  # (workload name, n) -> [(prompt tokens computed, prompt tokens sent)]
 
 

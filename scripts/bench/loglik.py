@@ -20,6 +20,8 @@ every disagreement. Writes bench/loglik.md.
 
 import argparse
 import json
+import os
+import re
 import resource
 import sqlite3
 import struct
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "bench" / "work"
 DOCENT = ROOT / "target" / "release" / "docent-eval"
 PERPLEXITY = WORK / "crate-build" / "bin" / "llama-perplexity"
+BATCHED_BENCH = WORK / "crate-build" / "bin" / "llama-batched-bench"
 
 
 def log(message):
@@ -81,11 +84,11 @@ def write_perplexity_tasks(path, items):
             f.write(body)
 
 
-def timed(command):
+def timed(command, env=None):
     """Run a command; (completed process, wall seconds, peak RSS of it in bytes)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.monotonic() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if result.returncode != 0:
@@ -124,8 +127,15 @@ def run_docent(args, items, work, scoring):
                "--threads", str(args.threads), "--parallel", str(args.parallel)]
     if scoring.startswith("loglik"):
         command += ["--mc-scoring", "loglik", "--mc-continuation", "text", "--no-chat-template"]
-    result, wall, rss = timed(command)
+    result, wall, rss = timed(command, env=dict(os.environ, RUST_LOG="docent_eval=info"))
     connection = sqlite3.connect(db)
+    # Tokens decoded while scoring: per question, the tokens all its choices share once, plus
+    # each choice's own; over the scoring phase's own time (its log line, model load excluded).
+    decoded = connection.execute(
+        "select sum(shared + own) from (select max(tokens_reused) as shared, sum(tokens_computed) as own "
+        "from choice_scores group by question_id)").fetchone()[0] or 0
+    scoring = re.search(r"log-likelihood scoring took ([0-9.]+) s", result.stderr)
+    prefill = (decoded, float(scoring.group(1))) if scoring else None
     rows = connection.execute("select question_id, choice_index, token_ids_json, token_logprobs_json "
                               "from choice_scores order by question_id, choice_index").fetchall()
     per_task = {}
@@ -142,7 +152,20 @@ def run_docent(args, items, work, scoring):
                            sum(lp[shared:]) / len(lp[shared:]) if lp[shared:] else float("-inf"))
                           for _, lp in choices]
     accuracy = connection.execute("select accuracy from run_summary").fetchone()[0]
-    return means, accuracy, wall, rss
+    return means, accuracy, wall, rss, prefill
+
+
+def batched_bench_prefill(args, prompt_tokens):
+    """llama-batched-bench's prompt-processing speed (S_PP, tokens/s) for one sequence of
+    `prompt_tokens` tokens in batches of 512: the prefill ceiling at docent-eval's batch shape
+    (it decodes a question per batch)."""
+    result = subprocess.run([str(BATCHED_BENCH), "-m", args.model, "-c", "4096", "-b", "512", "-ub", "512",
+                             "-npp", str(prompt_tokens), "-ntg", "1", "-npl", "1", "-t", str(args.threads),
+                             "-ngl", "0"], capture_output=True, text=True)
+    rows = [line.split("|") for line in result.stdout.splitlines() if re.match(r"\|\s+\d+ \|", line)]
+    if result.returncode != 0 or not rows:
+        sys.exit(f"llama-batched-bench failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return float(rows[0][6])
 
 
 def first_argmax(values):
@@ -161,15 +184,21 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         log(f"{len(items)} tasks; docent-eval loglik")
-        ours, our_accuracy, our_wall, our_rss = run_docent(args, items, work, "loglik")
+        ours, our_accuracy, our_wall, our_rss, prefill = run_docent(args, items, work, "loglik")
         log("llama-perplexity --multiple-choice")
         theirs, their_wall, their_rss = run_perplexity(args, items, work)
+        if prefill is None:
+            sys.exit("docent-eval printed no 'log-likelihood scoring took' line")
+        decoded, scoring_seconds = prefill
+        per_question = round(decoded / len(items))
+        log(f"llama-batched-bench prefill of {per_question} tokens")
+        ceiling = batched_bench_prefill(args, per_question)
         # Loglik against generation in questions per second: on the 30 questions without a
         # passage (generation at the default --max-tokens takes minutes per hundred questions).
         plain = [t for t in items if t[0].endswith("-0")]
         log(f"docent-eval loglik and generation (default --max-tokens) on {len(plain)} questions")
-        _, plain_accuracy, plain_wall, _ = run_docent(args, plain, work, "loglik-plain")
-        _, generate_accuracy, generate_wall, _ = run_docent(args, plain, work, "generate")
+        _, plain_accuracy, plain_wall, _, _ = run_docent(args, plain, work, "loglik-plain")
+        _, generate_accuracy, generate_wall, _, _ = run_docent(args, plain, work, "generate")
     compared = close = close_whole = same_pick = correct_theirs = 0
     disagreements = []
     for (task_id, _, choices, answer), their in zip(items, theirs):
@@ -204,6 +233,7 @@ def main():
         f"| wall time, s | {our_wall:.1f} | {their_wall:.1f} |",
         f"| wall time ratio docent-eval / llama-perplexity | {our_wall / their_wall:.2f} | |",
         f"| peak RSS, MiB | {our_rss / 2**20:.0f} | {their_rss / 2**20:.0f} |",
+        f"| tokens decoded per second while scoring ({decoded} tokens in {scoring_seconds:.1f} s, {per_question} per question) vs llama-batched-bench S_PP at {per_question} tokens, batch 512 | {decoded / scoring_seconds:.0f} vs {ceiling:.0f} (ratio {decoded / scoring_seconds / ceiling:.2f}) | |",
         f"| questions/s on the {len(plain)} questions without a passage: loglik vs generation (default --max-tokens), whole runs | {len(plain) / plain_wall:.2f} vs {len(plain) / generate_wall:.2f} | |",
         f"| accuracy on those: loglik acc vs generation (parsed answers) | {100 * (plain_accuracy or 0):.1f} % vs {100 * (generate_accuracy or 0):.1f} % | |",
         "",

@@ -344,16 +344,121 @@ pub fn accuracy_by_category(runs: &[RunReport]) -> Option<String> {
     if categories.is_empty() {
         return None;
     }
-    Some(svg((960, 380), |root| {
-        let mut chart = accuracy_axes(root, categories.len())?;
-        // Each category's unit of width holds one bar slot per run, with 10% margins each side.
+    Some(per_category_chart(
+        runs,
+        &categories,
+        "Accuracy per category (95% Wilson interval)",
+        &|chart, run, j, slot| draw_run_bars(chart, run, j, &categories, slot),
+        &|_| Ok(()),
+    ))
+}
+
+/// Draws one run's bars in its slot: (chart, run, its index, slot width).
+type RunBars<'f> = dyn Fn(&mut Chart, &RunReport, usize, f64) -> DrawResult + 'f;
+
+/// A chart with a unit of width per category, a bar slot per run in each (with 10% margins
+/// each side), what `extra` adds over the bars, category labels and a legend.
+fn per_category_chart(
+    runs: &[RunReport],
+    categories: &[String],
+    caption: &str,
+    run_bars: &RunBars,
+    extra: &dyn Fn(&mut Chart) -> DrawResult,
+) -> String {
+    svg((960, 380), |root| {
+        let mut chart = percent_axes(root, caption, categories.len())?;
         let slot = 0.8 / runs.len().max(1) as f64;
         for (j, run) in runs.iter().enumerate() {
-            draw_run_bars(&mut chart, run, j, &categories, slot)?;
+            run_bars(&mut chart, run, j, slot)?;
         }
-        draw_category_labels(root, &chart, &categories)?;
+        extra(&mut chart)?;
+        draw_category_labels(root, &chart, categories)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
-    }))
+    })
+}
+
+/// Log-likelihood accuracy per category: for each run a solid `acc` bar and a pale `acc_norm`
+/// bar with 95% Wilson intervals, and a dashed line at each category's chance level (the mean
+/// of 1 / choices, which differs where categories have different numbers of choices). `None`
+/// when no category has log-likelihood scores.
+pub fn loglik_by_category(runs: &[RunReport]) -> Option<String> {
+    let categories = categories_in_order(runs);
+    let scored = |c: &super::data::CategoryReport| c.loglik_acc.is_some();
+    if !runs.iter().any(|r| r.categories.iter().any(scored)) {
+        return None;
+    }
+    Some(per_category_chart(
+        runs,
+        &categories,
+        "Log-likelihood accuracy per category: acc (solid), acc_norm (pale), chance (dashed)",
+        &|chart, run, j, slot| match run.categories.iter().any(scored) {
+            true => draw_loglik_bars(chart, run, j, &categories, slot),
+            false => Ok(()),
+        },
+        &|chart| draw_chance_lines(chart, runs, &categories),
+    ))
+}
+
+/// Run `j`'s `acc` and `acc_norm` bars side by side in its slot of each category, with their
+/// Wilson intervals.
+fn draw_loglik_bars(
+    chart: &mut Chart,
+    run: &RunReport,
+    j: usize,
+    categories: &[String],
+    slot: f64,
+) -> DrawResult {
+    let color = RUN_COLORS[j % RUN_COLORS.len()];
+    let half = slot / 2.0;
+    let mut bars: Vec<(f64, super::stats::Rate, f64)> = Vec::new();
+    for (i, name) in categories.iter().enumerate() {
+        let Some(c) = run.categories.iter().find(|c| &c.category == name) else {
+            continue;
+        };
+        let x = i as f64 + 0.1 + j as f64 * slot;
+        bars.extend(c.loglik_acc.map(|r| (x, r, 0.85)));
+        bars.extend(c.loglik_acc_norm.map(|r| (x + half, r, 0.35)));
+    }
+    chart
+        .draw_series(bars.iter().map(|&(x, rate, opacity)| {
+            Rectangle::new(
+                [(x + half * 0.1, 0.0), (x + half * 0.9, rate.rate * 100.0)],
+                color.mix(opacity).filled(),
+            )
+        }))?
+        .label(format!("run {} · {}", run.run_id, run.model.name))
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    chart.draw_series(
+        bars.iter()
+            .map(|&(x, rate, _)| wilson_interval(x + half / 2.0, rate, 4)),
+    )?;
+    Ok(())
+}
+
+/// A dashed line across each category at its chance level (the first run's with scores there).
+fn draw_chance_lines(chart: &mut Chart, runs: &[RunReport], categories: &[String]) -> DrawResult {
+    let style = RGBColor(90, 90, 90).stroke_width(2);
+    let mut labelled = false;
+    for (i, name) in categories.iter().enumerate() {
+        let chance = runs
+            .iter()
+            .flat_map(|r| &r.categories)
+            .find(|c| &c.category == name && c.loglik_chance.is_some())
+            .and_then(|c| c.loglik_chance);
+        let Some(chance) = chance else {
+            continue;
+        };
+        let y = chance * 100.0;
+        let line = DashedLineSeries::new([(i as f64 + 0.05, y), (i as f64 + 0.95, y)], 6, 4, style);
+        let drawn = chart.draw_series(line)?;
+        if !labelled {
+            drawn
+                .label("chance")
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], style));
+            labelled = true;
+        }
+    }
+    Ok(())
 }
 
 /// Every category of any run, in order of first appearance.
@@ -369,14 +474,15 @@ fn categories_in_order(runs: &[RunReport]) -> Vec<String> {
     categories
 }
 
-/// Axes of the accuracy chart: one unit of width per category (labelled below, not by the
+/// Axes of a per-category chart: one unit of width per category (labelled below, not by the
 /// mesh), 0 to 100% up.
-fn accuracy_axes<'a, 'b>(
+fn percent_axes<'a, 'b>(
     root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
     n_categories: usize,
 ) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
     let mut chart = ChartBuilder::on(root)
-        .caption("Accuracy per category (95% Wilson interval)", (FONT, 18))
+        .caption(caption, (FONT, 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -424,17 +530,27 @@ fn draw_run_bars(
         }))?
         .label(format!("run {} · {}", run.run_id, run.model.name))
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    chart.draw_series(bars.iter().map(|&(x, rate)| {
-        ErrorBar::new_vertical(
-            x + slot / 2.0,
-            rate.low * 100.0,
-            rate.rate * 100.0,
-            rate.high * 100.0,
-            BLACK.stroke_width(1),
-            6,
-        )
-    }))?;
+    chart.draw_series(
+        bars.iter()
+            .map(|&(x, rate)| wilson_interval(x + slot / 2.0, rate, 6)),
+    )?;
     Ok(())
+}
+
+/// A rate's 95% Wilson interval as an error bar at `x`, in percent.
+fn wilson_interval(
+    x: f64,
+    rate: super::stats::Rate,
+    width_px: u32,
+) -> ErrorBar<f64, f64, plotters::element::ErrorBarOrientV<f64, f64>> {
+    ErrorBar::new_vertical(
+        x,
+        rate.low * 100.0,
+        rate.rate * 100.0,
+        rate.high * 100.0,
+        BLACK.stroke_width(1),
+        width_px,
+    )
 }
 
 /// Category names centred under their unit of width (the mesh's own labels are numeric).
@@ -467,5 +583,81 @@ mod tests {
         assert!(thinned.len() <= 1500, "{}", thinned.len());
         assert!(thinned.iter().any(|p| p.1 == 99.0), "the peak survives");
         assert_eq!(thin(vec![(0.0, 1.0)], 10), vec![(0.0, 1.0)]);
+    }
+
+    #[test]
+    fn the_loglik_chart_has_both_rules_per_category_and_a_chance_line_only_with_scores() {
+        use super::super::stats::Rate;
+        let mut comparison = super::super::fixture::fixture();
+        assert!(loglik_by_category(&comparison.runs).is_none());
+        // Four-choice questions in one category, two-choice in the other: two chance levels.
+        for (c, (acc, norm, chance)) in comparison.runs[0]
+            .categories
+            .iter_mut()
+            .zip([((3, 6), (4, 6), 0.25), ((1, 4), (2, 4), 0.5)])
+        {
+            c.loglik_acc = Rate::new(acc.0, acc.1);
+            c.loglik_acc_norm = Rate::new(norm.0, norm.1);
+            c.loglik_chance = Some(chance);
+        }
+        let chart = loglik_by_category(&comparison.runs).unwrap();
+        assert!(chart.contains("\nchance\n"), "legend entry");
+        // Bars: acc solid, acc_norm pale, heights in proportion to the rates (50% and 25% solid;
+        // 66.7% and 50% pale); run 2 has no scores and no bars.
+        let heights = |opacity: &str| -> Vec<f64> {
+            chart
+                .lines()
+                .filter(|l| l.starts_with("<rect") && l.contains(&format!("opacity=\"{opacity}\"")))
+                .filter(|l| {
+                    l.contains(&format!(
+                        "fill=\"#{:02X}{:02X}{:02X}\"",
+                        RUN_COLORS[0].0, RUN_COLORS[0].1, RUN_COLORS[0].2
+                    ))
+                })
+                .map(|l| attribute(l, "height"))
+                .collect()
+        };
+        let solid = heights("0.85");
+        let pale = heights("0.35");
+        assert_eq!((solid.len(), pale.len()), (2, 2), "{solid:?} {pale:?}");
+        assert!((solid[0] / solid[1] - 2.0).abs() < 0.05, "{solid:?}");
+        assert!((pale[0] / pale[1] - 4.0 / 3.0).abs() < 0.05, "{pale:?}");
+        assert!(
+            (pale[1] - solid[0]).abs() <= 1.0,
+            "both 50%: {solid:?} {pale:?}"
+        );
+        // The chance dashes sit at two heights: 25% (as high as the 25% bar) and 50%.
+        let mut levels: Vec<f64> = chart
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#5A5A5A\""))
+            .map(|l| {
+                let points = l.split(" points=\"").nth(1).unwrap();
+                attribute(&format!(" y=\"{}", points.split(',').nth(1).unwrap()), "y")
+            })
+            .collect();
+        levels.sort_by(f64::total_cmp);
+        // Dashes repeat along a line; the legend's sample line is drawn once.
+        let mut dashed: Vec<f64> = levels
+            .iter()
+            .copied()
+            .filter(|y| levels.iter().filter(|&&other| other == *y).count() > 1)
+            .collect();
+        dashed.dedup();
+        let levels = dashed;
+        assert_eq!(levels.len(), 2, "{levels:?}");
+        assert!(
+            ((levels[1] - levels[0]) - solid[1]).abs() <= 1.5,
+            "25 points apart: {levels:?} {solid:?}"
+        );
+    }
+
+    /// The number at the start of an SVG attribute's value.
+    fn attribute(line: &str, name: &str) -> f64 {
+        let value = line.split(&format!(" {name}=\"")).nth(1).unwrap();
+        let number: String = value
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        number.parse().unwrap()
     }
 }

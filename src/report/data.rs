@@ -235,6 +235,15 @@ pub struct CategoryReport {
     pub mean_f1: Option<f64>,
     /// Mean latency of ok answers, ms.
     pub mean_latency_ms: Option<f64>,
+    /// Log-likelihood `acc` (absent without log-likelihood scores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglik_acc: Option<Rate>,
+    /// Log-likelihood `acc_norm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglik_acc_norm: Option<Rate>,
+    /// What guessing scores on those questions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglik_chance: Option<f64>,
 }
 
 /// A question of a run with its answer row (if committed), as the store reads it.
@@ -399,6 +408,9 @@ fn category(c: &CategorySummary) -> CategoryReport {
         exact_match: rate(c.exact_matches, c.free_graded),
         mean_f1: c.mean_f1,
         mean_latency_ms: c.mean_latency_ms,
+        loglik_acc: rate(c.loglik_acc_correct, c.loglik_scored),
+        loglik_acc_norm: rate(c.loglik_acc_norm_correct, c.loglik_scored),
+        loglik_chance: c.loglik_chance,
     }
 }
 

@@ -166,6 +166,9 @@ fn categories() -> Vec<CategoryReport> {
             exact_match: Rate::new(0, 3),
             mean_f1: Some(0.05),
             mean_latency_ms: Some(1200.0),
+            loglik_acc: None,
+            loglik_acc_norm: None,
+            loglik_chance: None,
         },
         CategoryReport {
             category: "조선 | 근대".into(),
@@ -178,6 +181,9 @@ fn categories() -> Vec<CategoryReport> {
             exact_match: Rate::new(0, 2),
             mean_f1: Some(0.25),
             mean_latency_ms: Some(1300.0),
+            loglik_acc: None,
+            loglik_acc_norm: None,
+            loglik_chance: None,
         },
     ]
 }

@@ -138,6 +138,11 @@ fn categories_section(out: &mut String, comparison: &Comparison) {
     out.push_str(&chart);
     out.push('\n');
     table(out, &CATEGORY_HEADER, &category_rows(comparison), &[]);
+    if let Some(chart) = charts::loglik_by_category(&comparison.runs) {
+        out.push_str("<h3>Log-likelihood accuracy per category</h3>\n");
+        out.push_str(&chart);
+        out.push('\n');
+    }
     out.push_str("</section>\n");
 }
 

@@ -401,10 +401,11 @@ fn record_plan(
         log::info!(
             "prompt prefixes: {} shared ({} tokens computed once), {} sequences hold them",
             plan.prefix.nodes.len(),
+            // A prefix extending another is built from a copy of it: only its own tokens.
             plan.prefix
                 .nodes
                 .iter()
-                .map(|n| n.tokens.len())
+                .map(|n| n.tokens.len() - n.parent.map_or(0, |p| plan.prefix.nodes[p].tokens.len()))
                 .sum::<usize>(),
             plan.prefix.sequences.len()
         );

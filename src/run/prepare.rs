@@ -2,7 +2,7 @@
 //! why it cannot run), the context per sequence, the prompt prefix all questions share, and the
 //! shape of the llama.cpp context.
 
-use super::scheduler::Prefixes;
+use super::scheduler::{PrefixNode, Prefixes};
 use super::RunRequest;
 use crate::config::GenerationSettings;
 use crate::dataset::Question;
@@ -167,8 +167,14 @@ fn shared_prefixes(
         .iter()
         .filter_map(|i| position.get(i).copied())
         .collect();
-    let (nodes, order) =
-        super::prefix_tree::build(&token_lists, &pending_runnable, MIN_SHARED_PREFIX);
+    let (nodes, order) = if request.execution.global_prefix_only {
+        (
+            global_prefix(&token_lists, &pending_runnable),
+            pending_runnable,
+        )
+    } else {
+        super::prefix_tree::build(&token_lists, &pending_runnable, MIN_SHARED_PREFIX)
+    };
     let depth = nodes
         .iter()
         .map(|n| std::iter::successors(Some(n), |n| n.parent.map(|p| &nodes[p])).count())
@@ -190,6 +196,31 @@ fn shared_prefixes(
         },
         order,
     )
+}
+
+/// `--prefix-cache global`: the one prefix every runnable prompt shares, for the pending ones,
+/// when it is long enough to pay.
+fn global_prefix(prompts: &[&[Token]], pending: &[usize]) -> Vec<PrefixNode> {
+    let Some((first, rest)) = prompts.split_first() else {
+        return Vec::new();
+    };
+    let length = rest.iter().fold(first.len(), |length, p| {
+        length.min(
+            first
+                .iter()
+                .zip(p.iter())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    });
+    if rest.is_empty() || length < MIN_SHARED_PREFIX {
+        return Vec::new();
+    }
+    vec![PrefixNode {
+        tokens: first[..length].to_vec(),
+        parent: None,
+        users: pending.len(),
+    }]
 }
 
 /// A question's prompt exactly as the model receives it.

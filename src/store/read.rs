@@ -653,5 +653,13 @@ view_row! {
         mean_latency_ms: Option<f64>,
         /// Mean TTFT of ok rows, ms.
         mean_ttft_ms: Option<f64>,
+        /// Questions scored by log-likelihood with a known answer.
+        loglik_scored: i64,
+        /// Of those, correct by `acc`.
+        loglik_acc_correct: i64,
+        /// Of those, correct by `acc_norm`.
+        loglik_acc_norm_correct: i64,
+        /// Mean of 1 / choices over them: what guessing scores.
+        loglik_chance: Option<f64>,
     }
 }
