@@ -12,10 +12,13 @@ docent-eval stores the sum and the token count per choice (choice_scores).
 
 docent-eval stores each continuation token's log-probability, so its mean is taken over the same
 span as llama-perplexity's (after the tokens every choice of the task starts with) as well as over
-the whole continuation. Reported: how many choices agree within 1e-3 in mean log-probability per token, how many tasks
-pick the same choice by that mean, the accuracy of each, wall time and peak RSS of each, the
-questions per second of loglik against generation (default --max-tokens) on the same set, and
-every disagreement. Writes bench/loglik.md.
+the whole continuation. Reported: how many choices agree within 1e-3 in mean log-probability per
+token, how many tasks pick the same choice by that mean, the accuracy of each, wall time and peak
+RSS of each, the tokens docent-eval decodes per second while scoring (its log line) against
+llama-batched-bench's prompt-processing speed for one sequence of the same mean length in
+batches of 512 (docent-eval decodes one question per batch), the questions per second of loglik
+against generation (default --max-tokens) on the same set, and every disagreement. Writes
+bench/loglik.md.
 """
 
 import argparse
