@@ -25,8 +25,8 @@ import argparse
 import json
 import os
 import re
-import resource
 import sqlite3
+import statistics
 import struct
 import subprocess
 import sys
@@ -88,16 +88,20 @@ def write_perplexity_tasks(path, items):
 
 
 def timed(command, env=None):
-    """Run a command; (completed process, wall seconds, peak RSS of it in bytes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.monotonic() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run a command; (completed process, wall seconds, peak RSS of it in bytes). os.wait4 gives
+    this child's own peak RSS, whatever ran before it."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.monotonic()
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.monotonic() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(command, child.returncode, out.read(), err.read())
     if result.returncode != 0:
         sys.exit(f"{command[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    # ru_maxrss is the largest child so far: run the smaller tool first (docent-eval).
-    return result, wall, max(peak, before) * 1024
+    return result, wall, usage.ru_maxrss * 1024
 
 
 def run_perplexity(args, items, work):
@@ -126,6 +130,8 @@ def run_docent(args, items, work, scoring):
             f.write(json.dumps({"id": task_id, "question": question, "choices": choices,
                                 "answer_index": answer}, ensure_ascii=False) + "\n")
     db = work / f"{scoring}.db"
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)
     command = [str(DOCENT), "run", "--model", args.model, "--questions", str(questions), "--db", str(db),
                "--threads", str(args.threads), "--parallel", str(args.parallel)]
     if scoring.startswith("loglik"):
@@ -182,14 +188,32 @@ def main():
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--out", default=str(ROOT / "bench/loglik.md"))
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the timed pair")
     args = ap.parse_args()
     items = tasks()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        log(f"{len(items)} tasks; docent-eval loglik")
-        ours, our_accuracy, our_wall, our_rss, prefill = run_docent(args, items, work, "loglik")
-        log("llama-perplexity --multiple-choice")
-        theirs, their_wall, their_rss = run_perplexity(args, items, work)
+        # The timed pair, interleaved and alternating which goes first; the first repetition's
+        # scores are compared (every repetition scores the same).
+        walls = {"docent-eval": [], "llama-perplexity": []}
+        first = {}
+        for rep in range(args.reps):
+            pair = ["docent-eval", "llama-perplexity"][::1 if rep % 2 == 0 else -1]
+            for tool in pair:
+                log(f"{len(items)} tasks, repetition {rep + 1}: {tool}")
+                if tool == "docent-eval":
+                    result = run_docent(args, items, work, "loglik")
+                    wall = result[2]
+                else:
+                    result = run_perplexity(args, items, work)
+                    wall = result[1]
+                walls[tool].append(wall)
+                first.setdefault(tool, result)
+        ours, our_accuracy, _, our_rss, prefill = first["docent-eval"]
+        theirs, _, their_rss = first["llama-perplexity"]
+        our_wall = statistics.median(walls["docent-eval"])
+        their_wall = statistics.median(walls["llama-perplexity"])
+        ratios = [a / b for a, b in zip(walls["docent-eval"], walls["llama-perplexity"])]
         if prefill is None:
             sys.exit("docent-eval printed no 'log-likelihood scoring took' line")
         decoded, scoring_seconds = prefill
@@ -233,8 +257,8 @@ def main():
         f"| the same over the whole continuation (lm-evaluation-harness's span, docent-eval's acc) | {close_whole}/{compared} ({100 * close_whole / compared:.1f} %) | |",
         f"| tasks where the per-token mean picks the same choice | {same_pick}/{n} ({100 * same_pick / n:.1f} %) | |",
         f"| accuracy (docent-eval: acc; llama-perplexity: per-token mean) | {100 * our_accuracy:.1f} % | {100 * correct_theirs / n:.1f} % |",
-        f"| wall time, s | {our_wall:.1f} | {their_wall:.1f} |",
-        f"| wall time ratio docent-eval / llama-perplexity | {our_wall / their_wall:.2f} | |",
+        f"| wall time, s (median of {args.reps} interleaved repetitions) | {our_wall:.1f} | {their_wall:.1f} |",
+        f"| wall time ratio docent-eval / llama-perplexity, per repetition | {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}) | |",
         f"| peak RSS, MiB | {our_rss / 2**20:.0f} | {their_rss / 2**20:.0f} |",
         f"| tokens decoded per second while scoring ({decoded} tokens in {scoring_seconds:.1f} s, {per_question} per question) vs llama-batched-bench S_PP at {per_question} tokens, batch 512 | {decoded / scoring_seconds:.0f} vs {ceiling:.0f} (ratio {decoded / scoring_seconds / ceiling:.2f}) | |",
         f"| questions/s on the {len(plain)} questions without a passage: loglik vs generation (default --max-tokens), whole runs | {len(plain) / plain_wall:.2f} vs {len(plain) / generate_wall:.2f} | |",

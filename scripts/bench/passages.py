@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make bench-passages`: generation on a reading-comprehension set whose passages repeat
-(questions/passages_sample.jsonl: 4 passages, 3 questions each, KorQuAD-style short answers),
+(questions/passages_sample.jsonl: 4 passages, 3 questions each, KorQuAD-style short answers,
+after the ~300-token docent system prompt of `make bench`: the prefix all prompts share),
 with docent-eval's prefix tree, with only the prefix all prompts share, with no prefix cache, and
 llama-server with its prompt cache (`cache_prompt`, the slot whose cache is most similar) on the
 same rendered prompts.
@@ -60,9 +61,10 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "passages.md"))
     args = ap.parse_args()
     args.questions_n = sum(1 for line in open(args.questions, encoding="utf-8") if line.strip())
-    prompts = bench.rendered_prompts(args, None)
+    system_file = ROOT / "scripts" / "bench" / "docent-system-prompt.txt"
+    prompts = bench.rendered_prompts(args, system_file)
     lengths = [p["prompt_tokens"] for p in prompts]
-    workload = {"name": "passages", "system_file": None, "prompts": prompts,
+    workload = {"name": "passages", "system_file": system_file, "prompts": prompts,
                 "max_prompt_tokens": max(lengths), "prompt_tokens_total": sum(lengths)}
     log(f"{len(prompts)} prompts, {sum(lengths)} tokens")
     times, computed = {}, {}
@@ -88,7 +90,8 @@ def main():
         "",
         f"- model: `{Path(args.model).name}`, {args.threads} threads, `--parallel {args.parallel}`,"
         f" {args.max_tokens} tokens generated per question (end-of-sequence ignored), greedy",
-        f"- questions: `{Path(args.questions).relative_to(ROOT)}`, {len(prompts)} prompts,"
+        f"- questions: `{Path(args.questions).relative_to(ROOT)}` after the system prompt"
+        f" `scripts/bench/docent-system-prompt.txt`, {len(prompts)} prompts,"
         f" {sum(lengths)} prompt tokens in all (mean {statistics.mean(lengths):.0f})",
         f"- median of {args.reps} interleaved repetitions; llama-server is built from llama-cpp-python's"
         " vendored llama.cpp (scripts/bench/build-tools.sh)",

@@ -32,9 +32,9 @@ pub struct ScoringPlan {
     rejected: Vec<(usize, String)>,
     /// The context of the scoring session.
     pub options: SessionOptions,
-    /// Tokens of the largest batch: the prompts and continuations of one group, up to the batch.
+    /// Tokens of the largest batch: one question's prompt and continuations, up to the batch.
     pub largest_batch: u32,
-    /// Most rows of logits one batch reads: a row per continuation token of a group.
+    /// Most rows of logits one batch reads: a row per continuation token of one question.
     pub logits_rows: u32,
 }
 
@@ -293,7 +293,7 @@ fn choice_scores(
 }
 
 /// The answer of log-likelihood scoring: the first choice of highest log-probability (`acc`,
-/// ties to the first as lm-evaluation-harness), timed over the group it was scored in.
+/// ties to the first as lm-evaluation-harness), timed over its batch.
 fn answer_row(question: &Question, scored: &Scored, choices: &[ChoiceRow]) -> AnswerRow {
     let best = choices
         .iter()

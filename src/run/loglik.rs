@@ -330,8 +330,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ended, Ended::AllDone);
-        // A group scores its questions in prompt order.
-        scored.sort_by_key(|s| s.question_index);
         (scored, decoder)
     }
 
@@ -469,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_request_ends_between_groups_and_a_too_wide_question_is_an_error() {
+    fn a_stop_request_ends_between_questions_and_a_too_wide_question_is_an_error() {
         let mut decoder = Scripted::new(16, &[]);
         let jobs: Vec<ChoiceJob> = (0..4)
             .map(|i| job(i, &[1, 2], &[&[3, 4], &[5, 6]]))
