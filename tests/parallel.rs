@@ -258,6 +258,37 @@ fn questions_sharing_a_passage_compute_it_once_and_answer_as_without_the_cache()
         computed * 5 < prompt,
         "{computed} of {prompt} computed per question"
     );
+    // `--prefix-cache global` shares only what every prompt starts with (the template and the
+    // system prompt): one prefix, the same number of tokens reused by every answer.
+    let global = dir.path().join("global.db");
+    let output = run(
+        &smollm(),
+        &questions,
+        &global,
+        &[&args[..], &["--prefix-cache", "global"]].concat(),
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("prompt prefixes: 1 shared"),
+        "{}",
+        stderr(&output)
+    );
+    let reused: Vec<i64> = open(&global)
+        .prepare("SELECT prompt_tokens_reused FROM answers")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(reused.len(), 12);
+    assert!(
+        reused[0] > 0 && reused.iter().all(|&r| r == reused[0]),
+        "{reused:?}"
+    );
+    assert!(
+        reused.iter().sum::<i64>() * 2 < prompt - computed,
+        "tree reuses far more"
+    );
 }
 
 /// Answer text by question id.

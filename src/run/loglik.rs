@@ -79,6 +79,8 @@ pub struct Scored {
 /// The question in flight: its job and the scores gathered so far.
 struct Pending {
     job: ChoiceJob,
+    /// Tokens decoded once for all its choices ([`shared_tokens`]).
+    shared: usize,
     choices: Vec<ChoiceLogprob>,
 }
 
@@ -104,7 +106,7 @@ pub fn run<D: Decoder>(
         }
         let started = Utc::now();
         let mut pending = start(job);
-        let layout = pushes(&pending.job);
+        let layout = pushes(&pending.job, pending.shared);
         decode_all(decoder, &mut pending, layout)?;
         let finished = Utc::now();
         for s in 0..needs {
@@ -136,7 +138,7 @@ fn shared_tokens(job: &ChoiceJob) -> usize {
     };
     let (mut common, mut shortest) = (first.len(), first.len());
     for c in scored {
-        common = common.min(first.iter().zip(c).take_while(|(a, b)| a == b).count());
+        common = common.min(super::prefix_tree::common(first, c));
         shortest = shortest.min(c.len());
     }
     prompt + common.min(shortest - 1)
@@ -163,7 +165,11 @@ fn start(job: ChoiceJob) -> Pending {
             token_logprobs: Vec::with_capacity(c.len()),
         })
         .collect();
-    Pending { job, choices }
+    Pending {
+        job,
+        shared,
+        choices,
+    }
 }
 
 /// Which choices a row of logits scores, and which of their continuation tokens.
@@ -186,9 +192,8 @@ struct Push {
 /// The question as llama-perplexity lays out a task: the shared tokens once for every sequence,
 /// then each choice's own tokens in its sequence, its last one included (unread, but part of
 /// the batch llama-perplexity decodes, whose shape the numbers depend on).
-fn pushes(job: &ChoiceJob) -> Vec<Push> {
+fn pushes(job: &ChoiceJob, shared: usize) -> Vec<Push> {
     let prompt = job.prompt.len();
-    let shared = shared_tokens(job);
     let sequences = job.sequences() as u32;
     let token_at = |choice: usize, at: usize| match at.checked_sub(prompt) {
         None => job.prompt[at],

@@ -76,7 +76,7 @@ fn count_users(nodes: &mut [PrefixNode], prompts: &[&[Token]], pending: &[usize]
     }
 }
 
-fn common(a: &[Token], b: &[Token]) -> usize {
+pub(super) fn common(a: &[Token], b: &[Token]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

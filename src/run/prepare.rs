@@ -201,23 +201,12 @@ fn shared_prefixes(
 /// `--prefix-cache global`: the one prefix every runnable prompt shares, for the pending ones,
 /// when it is long enough to pay.
 fn global_prefix(prompts: &[&[Token]], pending: &[usize]) -> Vec<PrefixNode> {
-    let Some((first, rest)) = prompts.split_first() else {
-        return Vec::new();
-    };
-    let length = rest.iter().fold(first.len(), |length, p| {
-        length.min(
-            first
-                .iter()
-                .zip(p.iter())
-                .take_while(|(a, b)| a == b)
-                .count(),
-        )
-    });
-    if rest.is_empty() || length < MIN_SHARED_PREFIX {
+    let tokens = super::scheduler::common_prefix(prompts.iter().copied());
+    if prompts.len() < 2 || tokens.len() < MIN_SHARED_PREFIX {
         return Vec::new();
     }
     vec![PrefixNode {
-        tokens: first[..length].to_vec(),
+        tokens,
         parent: None,
         users: pending.len(),
     }]
