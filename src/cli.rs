@@ -234,7 +234,8 @@ pub struct RunArgs {
     /// With --resume: the run to continue.
     #[arg(long, requires = "resume")]
     pub run_id: Option<i64>,
-    /// Questions decoded together (continuous batching).
+    /// Questions decoded together (continuous batching); log-likelihood scoring decodes one
+    /// question per batch whatever this says, so its scores never depend on it.
     #[arg(long, default_value_t = 1)]
     pub parallel: u32,
     /// Most tokens generated per answer.
