@@ -9,6 +9,8 @@ DROP VIEW IF EXISTS memory_peaks;
 DROP VIEW IF EXISTS answer_grades;
 DROP VIEW IF EXISTS memory_by_time;
 DROP VIEW IF EXISTS loglik_grades;
+DROP VIEW IF EXISTS shard_summary;
+DROP VIEW IF EXISTS merged_runs;
 
 -- Every question of a run with how it is graded:
 --   kind 'mc'   multiple choice with a known correct index;
@@ -360,3 +362,70 @@ SELECT p.run_id,
        ROUND(1.0 * p.rss / NULLIF(r.predicted_peak_bytes, 0), 3)       AS peak_over_predicted
 FROM peaks p
 JOIN runs r ON r.id = p.run_id;
+
+-- One row per shard of a run merged from shards (`merge --into`), with run_summary's
+-- definitions restricted to the shard: questions in the shard (from the partition), answers,
+-- the hosts it ran on, wall_time_s = its generation time over all its sessions (runs.active_ms
+-- of the shard runs), throughput and questions per hour over that time.
+CREATE VIEW shard_summary AS
+WITH plan AS (
+    SELECT run_id, shard_index, COUNT(*) AS questions
+    FROM shard_plan
+    WHERE run_id IN (SELECT run_id FROM shard_parts)
+    GROUP BY run_id, shard_index
+),
+answered AS (
+    SELECT p.run_id, p.shard_index,
+           COUNT(*)                                AS done,
+           SUM(a.status = 'ok')                    AS ok,
+           SUM(a.status = 'error')                 AS errors,
+           COALESCE(SUM(a.completion_tokens), 0)   AS completion_tokens
+    FROM shard_plan p
+    JOIN answers a ON a.run_id = p.run_id AND a.question_id = p.question_id
+    GROUP BY p.run_id, p.shard_index
+),
+parts AS (
+    SELECT run_id, shard_index,
+           COUNT(*)                                AS parts,
+           group_concat(DISTINCT NULLIF(host, '')) AS hosts,
+           SUM(active_ms)                          AS active_ms,
+           SUM(sessions)                           AS sessions,
+           MIN(source_started_at)                  AS started_at,
+           MAX(finished_at)                        AS finished_at
+    FROM shard_parts GROUP BY run_id, shard_index
+)
+SELECT pl.run_id,
+       pl.shard_index,
+       pl.questions,
+       COALESCE(a.done, 0)                                             AS done,
+       COALESCE(a.ok, 0)                                               AS ok,
+       COALESCE(a.errors, 0)                                           AS errors,
+       COALESCE(pt.parts, 0)                                           AS parts,
+       pt.hosts,
+       COALESCE(pt.sessions, 0)                                        AS sessions,
+       ROUND(pt.active_ms / 1000.0, 1)                                 AS wall_time_s,
+       ROUND(1000.0 * a.completion_tokens / NULLIF(pt.active_ms, 0), 1) AS throughput_tok_per_s,
+       ROUND(3600000.0 * a.done / NULLIF(pt.active_ms, 0), 1)          AS questions_per_hour,
+       pt.started_at,
+       pt.finished_at
+FROM plan pl
+LEFT JOIN answered a ON a.run_id = pl.run_id AND a.shard_index = pl.shard_index
+LEFT JOIN parts pt   ON pt.run_id = pl.run_id AND pt.shard_index = pl.shard_index;
+
+-- One row per merged run: shards in the split and merged so far, and the elapsed time from the
+-- first shard's start to the last one's finish (the shards run side by side, so this is less
+-- than run_summary's wall_time_s, their generation time summed), with the questions per hour
+-- that elapsed time gives the whole job.
+CREATE VIEW merged_runs AS
+SELECT r.id                                                   AS run_id,
+       CAST(json_extract(r.config_json, '$.shard.count') AS INTEGER) AS shard_count,
+       json_extract(r.config_json, '$.shard.key')             AS shard_key,
+       COUNT(DISTINCT sp.shard_index)                         AS shards_merged,
+       COUNT(*)                                               AS parts,
+       ROUND((julianday(MAX(sp.finished_at)) - julianday(MIN(sp.source_started_at))) * 86400.0, 1) AS elapsed_s,
+       ROUND(3600.0 * (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id)
+             / NULLIF((julianday(MAX(sp.finished_at)) - julianday(MIN(sp.source_started_at))) * 86400.0, 0), 1)
+                                                              AS questions_per_hour_elapsed
+FROM runs r
+JOIN shard_parts sp ON sp.run_id = r.id
+GROUP BY r.id;

@@ -1,6 +1,7 @@
 //! The command line as clap types: what each subcommand accepts. [`crate::commands`] runs them.
 
 use crate::config::{GpuLayers, McContinuation, McScoring, PrefixCache};
+use crate::dataset::shard::{ShardArg, ShardKey};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -34,6 +35,22 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Print each question's prompt as the model receives it (JSON lines: id, prompt, tokens).
     Prompts(PromptsArgs),
+    /// Merge the databases of a run's shards (`run --shard`) into one, checking every question.
+    Merge(MergeArgs),
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The merged database (created if missing; merging into it again adds only what is new).
+    #[arg(long, value_name = "all.db")]
+    pub into: PathBuf,
+    /// Shard databases written by `run --shard` (copies are fine; they are only read).
+    #[arg(value_name = "SHARD.db", required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Machine-readable output, with every missing question id.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a question file in a benchmark's own shape is read, and the prompt every question gets
@@ -322,4 +339,16 @@ pub struct RunArgs {
     /// Run even when preflight predicts the model will not fit in memory.
     #[arg(long)]
     pub force: bool,
+    /// Answer one shard of the question set: K/N (0-based), or `auto` from a Slurm job array
+    /// (SLURM_ARRAY_TASK_*) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards).
+    /// Each shard writes its own database; `merge` combines them.
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<ShardArg>,
+    /// With --shard auto in a Kubernetes Indexed Job: the shard count (the Job's completions).
+    #[arg(long, requires = "shard", value_name = "N")]
+    pub shards: Option<u32>,
+    /// What puts a question in a shard: its id, or its passage (`context`: questions on one
+    /// passage stay together and keep their prefix reuse).
+    #[arg(long, value_enum, default_value_t = ShardKey::Id)]
+    pub shard_key: ShardKey,
 }

@@ -2,11 +2,12 @@
 //! The only module that writes to standard output; logs and progress go to standard error.
 
 use crate::cli::{
-    Cli, Command, CompareArgs, FormatArgs, MonitorArgs, PreflightArgs, PromptsArgs, ReportArgs,
-    RunArgs, ScoreArgs, StatusArgs, StopArgs,
+    Cli, Command, CompareArgs, FormatArgs, MergeArgs, MonitorArgs, PreflightArgs, PromptsArgs,
+    ReportArgs, RunArgs, ScoreArgs, StatusArgs, StopArgs,
 };
 use crate::config::{ExecutionSettings, GenerationSettings, PrefixCache, TemplateRecord};
 use crate::dataset::mapping::Mapping;
+use crate::dataset::shard;
 use crate::error::{exit_code, usage, Result};
 use crate::holder::StopOutcome;
 use crate::report::{self, Format};
@@ -29,7 +30,18 @@ pub fn execute(cli: Cli) -> Result<u8> {
         Command::Stop(args) => stop_command(args),
         Command::Prompts(args) => prompts_command(args),
         Command::Monitor(args) => monitor_command(args),
+        Command::Merge(args) => merge_command(args),
     }
+}
+
+fn merge_command(args: MergeArgs) -> Result<u8> {
+    let outcome = crate::merge::merge(&args.into, &args.shards)?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&outcome)?))?;
+    } else {
+        print(&outcome.text())?;
+    }
+    Ok(outcome.exit_code)
 }
 
 /// Write `text` to standard output. A closed pipe (`| head`) is not an error: the reader has
@@ -86,6 +98,8 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
             mapping,
             template,
             mc_label: args.mc_label,
+            // Set from --shard once the question set is read (it records the shard's ids).
+            shard: None,
         },
         execution: ExecutionSettings {
             parallel: args.parallel,
@@ -102,6 +116,11 @@ fn run_request(args: RunArgs) -> Result<RunRequest> {
         force: args.force,
         hf_tokenizer: args.hf_tokenizer,
         require_tokenizer_match: args.require_tokenizer_match,
+        shard: args
+            .shard
+            .map(|shard| shard::resolve(shard, args.shards, |name| std::env::var(name).ok()))
+            .transpose()?,
+        shard_key: args.shard_key,
     })
 }
 

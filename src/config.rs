@@ -1,6 +1,7 @@
 //! Validated run settings, and the run identity that `--resume` checks.
 
 use crate::dataset::mapping::Mapping;
+use crate::dataset::shard::ShardSpec;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -138,6 +139,9 @@ pub struct GenerationSettings {
     /// `None` is the bare letter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mc_label: Option<String>,
+    /// The shard of the question set this run answers (`--shard`); `None` is the whole set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardSpec>,
 }
 
 /// The placeholder of `--mc-label` that stands for each choice's letter.
@@ -174,6 +178,7 @@ impl Default for GenerationSettings {
             mapping: None,
             template: None,
             mc_label: None,
+            shard: None,
         }
     }
 }
@@ -235,8 +240,8 @@ impl GenerationSettings {
 
     /// One line per setting that differs from `other` (the run being resumed).
     pub fn differences(&self, recorded: &GenerationSettings) -> Vec<String> {
-        let now = serde_json::to_value(self).unwrap_or_default();
-        let then = serde_json::to_value(recorded).unwrap_or_default();
+        let now = compared(self);
+        let then = compared(recorded);
         let mut keys: Vec<&String> = now
             .as_object()
             .into_iter()
@@ -253,6 +258,16 @@ impl GenerationSettings {
             })
             .collect()
     }
+}
+
+/// The settings as `differences` compares them: everything but the shard's host, which is
+/// recorded and may change (a requeued task resumes from a copy on another node).
+fn compared(settings: &GenerationSettings) -> serde_json::Value {
+    let mut value = serde_json::to_value(settings).unwrap_or_default();
+    if let Some(shard) = value.get_mut("shard").and_then(|s| s.as_object_mut()) {
+        shard.remove("host");
+    }
+    value
 }
 
 /// A setting's value in a difference line: a template by its sha256 (its text can be long).

@@ -12,7 +12,8 @@ pub mod exit_code {
     pub const SOME_FAILED: u8 = 1;
     /// Usage or input error; nothing was written.
     pub const USAGE: u8 = 2;
-    /// Stopped before the end (signal or `stop`); the run can be resumed.
+    /// Stopped before the end (signal or `stop`); the run can be resumed. From `merge`: some
+    /// questions have no answer in the shards given.
     pub const STOPPED: u8 = 3;
     /// Another live process holds the run.
     pub const HELD: u8 = 4;

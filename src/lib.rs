@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod holder;
+pub mod merge;
 pub mod monitor;
 pub mod preflight;
 pub mod prompt;

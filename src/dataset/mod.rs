@@ -2,6 +2,7 @@
 //! is loaded. Every problem names the file, the line and the reason.
 
 pub mod mapping;
+pub mod shard;
 
 use crate::error::{Error, Result};
 use mapping::{Mapped, Mapping};

@@ -194,3 +194,54 @@ fn category_cells(run: &RunReport, c: &CategoryReport) -> Vec<String> {
         millis(c.mean_latency_ms),
     ]
 }
+
+/// Header of the per-shard table of a merged run.
+pub const SHARD_HEADER: [&str; 9] = [
+    "run",
+    "shard",
+    "done/questions",
+    "ok",
+    "errors",
+    "hosts",
+    "wall time",
+    "throughput",
+    "questions/hour",
+];
+
+/// The rows of the per-shard table (cells in [`SHARD_HEADER`] order), runs in order.
+pub fn shard_rows(runs: &[RunReport]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for run in runs {
+        for s in &run.shards {
+            rows.push(vec![
+                run.run_id.to_string(),
+                s.shard_index.to_string(),
+                format!("{}/{}", s.done, s.questions),
+                s.ok.to_string(),
+                s.errors.to_string(),
+                s.hosts.clone().unwrap_or_else(|| "not merged".into()),
+                s.wall_time_s.map_or("-".into(), |v| format!("{v:.1} s")),
+                s.throughput_tok_per_s
+                    .map_or("-".into(), |v| format!("{v:.1} tok/s")),
+                s.questions_per_hour
+                    .map_or("-".into(), |v| format!("{v:.0}")),
+            ]);
+        }
+    }
+    rows
+}
+
+/// A merged run in one sentence: shards merged and the elapsed time across them.
+pub fn merged_text(run: &RunReport) -> Option<String> {
+    let m = run.merged.as_ref()?;
+    Some(format!(
+        "run {}: {} of {} shards merged ({} shard runs); first start to last finish {}, {} questions/hour over it (wall time above sums the shards' generation time)",
+        run.run_id,
+        m.shards_merged,
+        m.shard_count.unwrap_or_default(),
+        m.parts,
+        m.elapsed_s.map_or("-".into(), |v| format!("{v:.1} s")),
+        m.questions_per_hour_elapsed
+            .map_or("-".into(), |v| format!("{v:.0}"))
+    ))
+}

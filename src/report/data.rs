@@ -5,6 +5,7 @@ use super::stats::{Rate, Spread};
 use crate::error::{usage, Result};
 use crate::record::TokenizerCheck;
 use crate::store::{CategorySummary, QuestionAnswer, RunDetails, RunSummary, Store};
+pub use crate::store::{MergedRunSummary, ShardSummary};
 use regex::Regex;
 use serde::Serialize;
 use std::sync::OnceLock;
@@ -92,6 +93,16 @@ pub struct RunReport {
     /// Memory samples over time (HTML charts only).
     #[serde(skip)]
     pub timeline: Vec<MemoryPoint>,
+    /// The run's shard (`shard 2/4 by id`) or split (`merged from 4 shards by id`); absent for
+    /// a run of the whole set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// A merged run: each shard's questions, answers, hosts, wall time and throughput.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardSummary>,
+    /// A merged run: shards merged and the elapsed time across them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergedRunSummary>,
     /// Every question with its answer (HTML charts and tables only).
     #[serde(skip)]
     pub answers: Vec<AnswerDetail>,
@@ -491,6 +502,13 @@ pub fn summarize(
         categories,
         question_format: question_format(run),
         tokenizer_check: run.tokenizer_check.clone(),
+        shard: run
+            .settings
+            .as_ref()
+            .and_then(|c| c.shard.as_ref())
+            .map(|shard| shard.label()),
+        shards: Vec::new(),
+        merged: None,
         timeline,
         answers,
     }
@@ -512,7 +530,10 @@ pub fn load(store: &Store, run_ids: &[i64]) -> Result<Comparison> {
         let categories = store.category_summaries(run_id)?;
         let answers = store.question_answers(run_id)?;
         let timeline = store.memory_timeline(run_id)?;
-        runs.push(summarize(&run, &summary, &categories, answers, timeline));
+        let mut report = summarize(&run, &summary, &categories, answers, timeline);
+        report.shards = store.shard_summaries(run_id)?;
+        report.merged = store.merged_run_summary(run_id)?;
+        runs.push(report);
     }
     Ok(Comparison { runs })
 }

@@ -99,6 +99,9 @@ fn first_run() -> RunReport {
         categories: categories(),
         question_format: Default::default(),
         tokenizer_check: None,
+        shard: None,
+        shards: Vec::new(),
+        merged: None,
         timeline: timeline(),
         answers: vec![
             answer("q1", 1, true, Some(1.0), 1100.0),

@@ -1,5 +1,6 @@
 //! HTML export: one self-contained page (inline CSS and SVG, no script, nothing fetched).
 
+use super::cells;
 use super::cells::{bytes, category_rows, millis, settings_text, CATEGORY_HEADER, COLUMNS};
 use super::charts;
 use super::data::{shown_reference, AnswerDetail, Comparison, RunReport};
@@ -171,6 +172,7 @@ fn run_section(out: &mut String, run: &RunReport, color: RGBColor) {
     if let Some(check) = &run.tokenizer_check {
         let _ = writeln!(out, "<pre>{}</pre>", escape(&check.text()));
     }
+    shards(out, run);
     out.push_str("<h3>Memory over time</h3>\n");
     out.push_str(&charts::memory_timeline(run));
     out.push_str("\n<h3>Latency distribution</h3>\n");
@@ -181,6 +183,19 @@ fn run_section(out: &mut String, run: &RunReport, color: RGBColor) {
     failed(out, run);
     wrong(out, run);
     out.push_str("</section>\n");
+}
+
+/// `Shards` of a merged run: each shard's answers, hosts, wall time and throughput.
+fn shards(out: &mut String, run: &RunReport) {
+    let rows = cells::shard_rows(std::slice::from_ref(run));
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<h3>Shards</h3>\n");
+    table(out, &cells::SHARD_HEADER, &rows, &[5]);
+    if let Some(text) = cells::merged_text(run) {
+        let _ = writeln!(out, "<p class=\"muted\">{}</p>", escape(&text));
+    }
 }
 
 /// `Errors by reason`: count, reason and an example message.

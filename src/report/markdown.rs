@@ -1,7 +1,9 @@
 //! Markdown export: one run as a metric/value table, several as one row per run; then accuracy
 //! per category and errors by reason.
 
-use super::cells::{category_rows, CATEGORY_HEADER, COLUMNS};
+use super::cells::{
+    category_rows, merged_text, shard_rows, CATEGORY_HEADER, COLUMNS, SHARD_HEADER,
+};
 use super::data::{Comparison, RunReport};
 use crate::record::{pieces, TokenizerCheck};
 use crate::units::{printable, Lines};
@@ -52,6 +54,7 @@ pub fn markdown(comparison: &Comparison) -> String {
         runs => comparison_table(&mut out, runs),
     }
     categories(&mut out, comparison);
+    shards(&mut out, &comparison.runs);
     question_formats(&mut out, &comparison.runs);
     tokenizer_checks(&mut out, &comparison.runs);
     errors(&mut out, &comparison.runs);
@@ -173,6 +176,23 @@ fn categories(out: &mut String, comparison: &Comparison) {
     out.push_str(&rule(CATEGORY_HEADER.len()));
     for cells in category_rows(comparison) {
         out.push_str(&row(&cells));
+    }
+}
+
+/// `### Shards`, when any run is merged from shards: one row per shard, then the elapsed time.
+fn shards(out: &mut String, runs: &[RunReport]) {
+    let rows = shard_rows(runs);
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("\n### Shards\n\n");
+    out.push_str(&row(&SHARD_HEADER.map(String::from)));
+    out.push_str(&rule(SHARD_HEADER.len()));
+    for cells in rows {
+        out.push_str(&row(&cells));
+    }
+    for text in runs.iter().filter_map(merged_text) {
+        let _ = writeln!(out, "\n{}", inert(&text));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::{usage, Result};
 use crate::holder::holder_alive;
-use crate::store::{MemoryPoint, RunStatus, Store};
+use crate::store::{MemoryPoint, RunStatus, ShardSummary, Store};
 use crate::units::{gib_or_dash, printable, Lines};
 use std::borrow::Cow;
 
@@ -45,6 +45,12 @@ pub struct StatusReport {
     pub last_error: Option<(String, String)>,
     /// Sessions (start + resumes).
     pub sessions: i64,
+    /// The run's shard (`shard 2/4 by id`) or split (`merged from 4 shards by id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// A merged run: each shard's progress, hosts and speed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardSummary>,
 }
 
 /// Minutes of recent answers used for the rate and the ETA.
@@ -92,6 +98,12 @@ pub fn status(store: &Store, run_id: i64) -> Result<StatusReport> {
         last_sample: store.last_memory_sample(run_id)?,
         last_error: store.last_error(run_id)?,
         sessions: run.sessions,
+        shard: run
+            .settings
+            .as_ref()
+            .and_then(|c| c.shard.as_ref())
+            .map(|shard| shard.label()),
+        shards: store.shard_summaries(run_id)?,
     })
 }
 
@@ -162,6 +174,23 @@ pub fn status_text(report: &StatusReport) -> String {
     if let Some(reason) = &report.status_reason {
         text += &format!("  reason: {}\n", shown(reason));
     }
+    if let Some(shard) = &report.shard {
+        text += &format!("  {shard}\n");
+    }
+    for s in &report.shards {
+        text += &format!(
+            "    shard {}: {}/{}  ok {}  errors {}  on {}  {} s  {} questions/hour\n",
+            s.shard_index,
+            s.done,
+            s.questions,
+            s.ok,
+            s.errors,
+            shown(s.hosts.as_deref().unwrap_or("(not merged)")),
+            s.wall_time_s.map_or("-".into(), |v| format!("{v:.1}")),
+            s.questions_per_hour
+                .map_or("-".into(), |v| format!("{v:.0}"))
+        );
+    }
     if let Some((question, error)) = &report.last_error {
         text += &format!("  last error: {}: {}\n", shown(question), shown(error));
     }
@@ -196,6 +225,8 @@ mod tests {
             }),
             last_error: Some(("q\u{9b}1\u{2066}".into(), HOSTILE_ERROR.into())),
             sessions: 1,
+            shard: None,
+            shards: Vec::new(),
         }
     }
 

@@ -22,13 +22,14 @@ pub use resume::sha256_file;
 pub use signal::StopSignal;
 
 use crate::config::{ExecutionSettings, GenerationSettings, RunIdentity};
+use crate::dataset::shard::{ShardIndex, ShardKey, ShardSpec};
 use crate::dataset::{Question, QuestionSet};
 use crate::engine::{self, Engine};
 use crate::error::{exit_code, Error, Result};
 use crate::preflight::{self, RunPreflight};
 use crate::prompt::Prompter;
 use crate::record::{EngineRecord, PreflightRecord, TokenizerCheck};
-use crate::store::{AnswerRow, Holder, NewRun, RunRecord, RunStatus, Store};
+use crate::store::{AnswerRow, Holder, NewRun, PlannedQuestion, RunRecord, RunStatus, Store};
 use prepare::{Prompt, SessionPlan};
 use recorder::{Recorder, RecorderState};
 use resume::Resolution;
@@ -65,6 +66,10 @@ pub struct RunRequest {
     pub hf_tokenizer: Option<PathBuf>,
     /// Refuse the run when the tokenizer check finds a difference.
     pub require_tokenizer_match: bool,
+    /// Answer only this shard of the set (`--shard`, resolved), split by `shard_key`.
+    pub shard: Option<ShardIndex>,
+    /// What the split is by.
+    pub shard_key: ShardKey,
 }
 
 /// How a run invocation ended.
@@ -91,7 +96,8 @@ pub struct RunOutcome {
 /// Run (or resume) an evaluation.
 pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     let set = validate(request)?;
-    let questions = limited(&set.questions, request.generation.limit);
+    let selection = select_shard(request, limited(&set.questions, request.generation.limit));
+    let (request, questions) = (&selection.request, &selection.questions[..]);
     let tokenizer = check_tokenizer(request, questions)?;
     let backend = engine::backend_facts();
     // A run predicted not to fit is refused here, before the store is opened (unless --force).
@@ -108,17 +114,106 @@ pub fn run(request: &RunRequest, stop: &StopSignal) -> Result<RunOutcome> {
     let run_id = match resume::resolve(&store, request, &identity)? {
         Resolution::AlreadyFinished(run) => return already_finished(&store, &run),
         Resolution::Continue(run) => run.id,
-        Resolution::New => create_run(&store, request, questions, &identity, &backend)?,
+        Resolution::New => create_run(&store, request, &selection, &identity, &backend)?,
     };
     let holder = crate::holder::this_process();
     store.claim_run(run_id, &holder, crate::holder::holder_alive)?;
     if let Some(check) = &tokenizer {
         store.set_tokenizer_check(run_id, check)?;
     }
-    session(
-        &store, request, run_id, &holder, questions, stop, &preflight,
-    )
-    .map_err(|error| record_failure(&store, run_id, error))
+    let outcome = if questions.is_empty() {
+        empty_shard(&store, run_id)
+    } else {
+        session(
+            &store, request, run_id, &holder, questions, stop, &preflight,
+        )
+    }
+    .map_err(|error| record_failure(&store, run_id, error));
+    checkpoint(&store);
+    outcome
+}
+
+/// The questions this invocation answers: the whole set, or the shard `--shard` names. A shard
+/// is recorded in the settings (so it is part of the run identity) with the hash of its ids and
+/// the host, and the whole set's partition goes with the run for `merge`.
+struct Selection {
+    request: RunRequest,
+    questions: Vec<Question>,
+    plan: Vec<PlannedQuestion>,
+}
+
+fn select_shard(request: &RunRequest, questions: &[Question]) -> Selection {
+    let Some(shard) = request.shard else {
+        return Selection {
+            request: request.clone(),
+            questions: questions.to_vec(),
+            plan: Vec::new(),
+        };
+    };
+    let shard_of = crate::dataset::shard::partition(questions, request.shard_key, shard.count);
+    let plan = questions
+        .iter()
+        .zip(&shard_of)
+        .map(|(q, &shard_index)| PlannedQuestion {
+            question_id: q.id.clone(),
+            ordinal: q.ordinal as i64,
+            shard_index,
+        })
+        .collect();
+    let selected: Vec<Question> = questions
+        .iter()
+        .zip(&shard_of)
+        .filter(|&(_, &s)| s == shard.index)
+        .map(|(q, _)| q.clone())
+        .collect();
+    log::info!(
+        "shard {shard} by {}: {} of {} questions",
+        request.shard_key,
+        selected.len(),
+        questions.len()
+    );
+    let mut request = request.clone();
+    request.generation.shard = Some(ShardSpec {
+        index: Some(shard.index),
+        count: shard.count,
+        key: request.shard_key,
+        ids_sha256: Some(crate::dataset::shard::ids_sha256(
+            selected.iter().map(|q| q.id.as_str()),
+        )),
+        host: sysinfo::System::host_name(),
+    });
+    Selection {
+        request,
+        questions: selected,
+        plan,
+    }
+}
+
+/// A shard the split left without questions (more shards than questions or passages): finished
+/// at once, without loading the model, so that the job array and the merge go on.
+fn empty_shard(store: &Store, run_id: i64) -> Result<RunOutcome> {
+    store.end_session(run_id, RunStatus::Finished, None, 0)?;
+    Ok(RunOutcome {
+        run_id,
+        status: RunStatus::Finished,
+        committed_now: 0,
+        total: 0,
+        answered: 0,
+        errors: 0,
+        exit_code: exit_code::OK,
+        message: format!("run {run_id}: this shard holds no questions; nothing to do"),
+    })
+}
+
+/// Fold the WAL into the database file, so that a copy of the file alone (a shard's database
+/// copied off a node's local disk) holds every committed row.
+fn checkpoint(store: &Store) {
+    if let Err(e) = store.checkpoint() {
+        log::warn!(
+            "could not checkpoint {} ({e:#}); copy its -wal file with it",
+            store.path().display()
+        );
+    }
 }
 
 /// Settings, flags and the question set (read through the mapping, every prompt rendered with
@@ -158,7 +253,7 @@ fn limited(questions: &[Question], limit: Option<usize>) -> &[Question] {
 fn create_run(
     store: &Store,
     request: &RunRequest,
-    questions: &[Question],
+    selection: &Selection,
     identity: &RunIdentity,
     backend: &crate::record::BackendFacts,
 ) -> Result<i64> {
@@ -178,9 +273,13 @@ fn create_run(
         questions_sha256: &identity.questions_sha256,
         settings: &request.generation,
         host: &crate::monitor::host_record(&backend.system_info),
-        questions,
+        questions: &selection.questions,
+        shard_plan: &selection.plan,
     })?;
-    log::info!("started run {run_id}: {} questions", questions.len());
+    log::info!(
+        "started run {run_id}: {} questions",
+        selection.questions.len()
+    );
     Ok(run_id)
 }
 

@@ -10,12 +10,15 @@ use anyhow::Context;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
+mod merge;
 mod read;
 mod write;
 
+pub use merge::{MergeableRun, MissingQuestion, PartCounts};
+
 pub use read::{
-    CategorySummary, MemoryPoint, QuestionAnswer, RunDetails, RunSummary, ScoredAnswer,
-    StoredScores,
+    CategorySummary, MemoryPoint, MergedRunSummary, QuestionAnswer, RunDetails, RunSummary,
+    ScoredAnswer, ShardSummary, StoredScores,
 };
 
 mod embedded {
@@ -94,8 +97,21 @@ pub struct NewRun<'a> {
     pub settings: &'a GenerationSettings,
     /// Host and build (`runs.host_json`).
     pub host: &'a HostRecord,
-    /// The questions of the run (after `--limit`).
+    /// The questions of the run (after `--limit`, and of its shard).
     pub questions: &'a [Question],
+    /// A shard's run: the whole set's partition (`shard_plan`); empty otherwise.
+    pub shard_plan: &'a [PlannedQuestion],
+}
+
+/// One question of a sharded set and the shard it belongs to (`shard_plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedQuestion {
+    /// Question id.
+    pub question_id: String,
+    /// 1-based position in the question file.
+    pub ordinal: i64,
+    /// 0-based shard.
+    pub shard_index: u32,
 }
 
 /// A run as read back from the database.
@@ -461,6 +477,7 @@ impl Store {
             settings: &GenerationSettings::default(),
             host: &HostRecord::default(),
             questions,
+            shard_plan: &[],
         })
         .expect("create a test run")
     }

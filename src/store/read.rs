@@ -663,3 +663,97 @@ view_row! {
         loglik_chance: Option<f64>,
     }
 }
+
+view_row! {
+    /// One `shard_summary` row: a shard of a merged run (sql/views.sql).
+    ShardSummary {
+        /// The merged run.
+        run_id: i64,
+        /// 0-based shard.
+        shard_index: u32,
+        /// Questions in the shard.
+        questions: i64,
+        /// Answer rows.
+        done: i64,
+        /// `ok` rows.
+        ok: i64,
+        /// `error` rows.
+        errors: i64,
+        /// Shard runs merged for it.
+        parts: i64,
+        /// Hosts it ran on, comma-separated.
+        hosts: Option<String>,
+        /// Sessions of its runs.
+        sessions: i64,
+        /// Its generation time, all sessions (s).
+        wall_time_s: Option<f64>,
+        /// Completion tokens per second of that time.
+        throughput_tok_per_s: Option<f64>,
+        /// Answers per hour of that time.
+        questions_per_hour: Option<f64>,
+        /// First start.
+        started_at: Option<String>,
+        /// Last finish.
+        finished_at: Option<String>,
+    }
+}
+
+view_row! {
+    /// One `merged_runs` row: how a merged run's shards add up (sql/views.sql).
+    MergedRunSummary {
+        /// The merged run.
+        run_id: i64,
+        /// Shards in the split.
+        shard_count: Option<i64>,
+        /// What the split is by.
+        shard_key: Option<String>,
+        /// Shards with at least one run merged.
+        shards_merged: i64,
+        /// Shard runs merged.
+        parts: i64,
+        /// First shard start to last shard finish (s).
+        elapsed_s: Option<f64>,
+        /// Answers per hour of that elapsed time.
+        questions_per_hour_elapsed: Option<f64>,
+    }
+}
+
+impl Store {
+    /// A merged run's `shard_summary` rows, by shard (none for any other run, or a database from
+    /// before shards existed).
+    pub fn shard_summaries(&self, run_id: i64) -> Result<Vec<ShardSummary>> {
+        if !self.has_table("shard_parts")? {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .connection
+            .prepare("SELECT * FROM shard_summary WHERE run_id = ?1 ORDER BY shard_index")?;
+        let rows = statement
+            .query_map([run_id], ShardSummary::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// A merged run's `merged_runs` row.
+    pub fn merged_run_summary(&self, run_id: i64) -> Result<Option<MergedRunSummary>> {
+        if !self.has_table("shard_parts")? {
+            return Ok(None);
+        }
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT * FROM merged_runs WHERE run_id = ?1",
+                [run_id],
+                MergedRunSummary::from_row,
+            )
+            .optional()?)
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool> {
+        Ok(self.connection.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get(0),
+        )?)
+    }
+}

@@ -93,8 +93,26 @@ impl Store {
                 ])?;
             }
         }
+        insert_shard_plan(&tx, run_id, run.shard_plan)?;
         tx.commit()?;
         Ok(run_id)
+    }
+
+    /// Fold the WAL into the database file (`wal_checkpoint(TRUNCATE)`), so that the file alone
+    /// holds every committed row. Readers still open keep it from completing; that is logged.
+    pub fn checkpoint(&self) -> Result<()> {
+        let (busy, log_frames, checkpointed): (i64, i64, i64) =
+            self.connection
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+        if busy != 0 || checkpointed < log_frames {
+            log::warn!(
+                "{}: WAL checkpoint incomplete ({checkpointed} of {log_frames} frames; another connection reads it)",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Take run `run_id` for this process (one writer per run). In one IMMEDIATE transaction:
@@ -393,5 +411,20 @@ fn insert_answer_row(tx: &rusqlite::Transaction<'_>, run_id: i64, a: &AnswerRow)
             a.parallel_slot
         ],
     )?;
+    Ok(())
+}
+
+/// The whole set's partition of a sharded run, in its creation transaction.
+pub(super) fn insert_shard_plan(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    plan: &[super::PlannedQuestion],
+) -> Result<()> {
+    let mut insert = tx.prepare(
+        "INSERT INTO shard_plan(run_id, question_id, ordinal, shard_index) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for q in plan {
+        insert.execute(params![run_id, q.question_id, q.ordinal, q.shard_index])?;
+    }
     Ok(())
 }

@@ -1,0 +1,505 @@
+//! Merging shard databases (`merge --into`): reading a shard's run and partition, creating the
+//! merged run, and copying one shard run into it in one transaction. The shard database is
+//! attached read-only by a bound path; no statement is built from user input.
+
+use super::{PlannedQuestion, RunStatus, Store};
+use crate::config::GenerationSettings;
+use crate::error::Result;
+use crate::units::now_text;
+use rusqlite::{params, OptionalExtension};
+use std::path::Path;
+
+/// A run as `merge` reads it: what identifies it and what the merged run takes from it.
+#[derive(Debug, Clone)]
+pub struct MergeableRun {
+    /// `runs.id` in its own file (never used to match runs).
+    pub run_id: i64,
+    /// Status when read.
+    pub status: RunStatus,
+    /// Why it is failed or interrupted.
+    pub status_reason: Option<String>,
+    /// When the run was created.
+    pub started_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// Generation time, all sessions.
+    pub active_ms: i64,
+    /// Sessions.
+    pub sessions: i64,
+    /// Model as recorded.
+    pub model_path: String,
+    /// Short model name.
+    pub model_name: String,
+    /// Model size.
+    pub model_size_bytes: i64,
+    /// Model hash.
+    pub model_sha256: String,
+    /// Question file as recorded.
+    pub questions_path: String,
+    /// Question file hash.
+    pub questions_sha256: String,
+    /// Questions in the run.
+    pub question_count: i64,
+    /// Identity settings; `None` when `config_json` cannot be read.
+    pub settings: Option<GenerationSettings>,
+    /// `runs.host_json` as stored.
+    pub host_json: String,
+    /// Host name from `host_json` ('' when not recorded).
+    pub host: String,
+    /// `runs.engine_json` as stored.
+    pub engine_json: Option<String>,
+    /// Preflight's predicted peak.
+    pub predicted_peak_bytes: Option<i64>,
+    /// Answer rows.
+    pub answers: i64,
+}
+
+/// What merging one shard run changed in the merged run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PartCounts {
+    /// Answers of questions the merged run had none for.
+    pub added: i64,
+    /// `error` answers replaced by this shard's `ok` answer.
+    pub replaced_errors: i64,
+    /// Answers the merged run already had (an `ok` is never replaced).
+    pub unchanged: i64,
+}
+
+/// A question of a merged run's plan that has no complete answer yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingQuestion {
+    /// The shard it belongs to.
+    pub shard_index: u32,
+    /// Its id.
+    pub question_id: String,
+}
+
+const RUN_COLUMNS: &str =
+    "r.id, r.status, r.status_reason, r.started_at, r.finished_at, r.active_ms, r.sessions,
+     r.model_path, r.model_name, r.model_size_bytes, r.model_sha256, r.questions_path,
+     r.questions_sha256, r.question_count, r.config_json, r.host_json,
+     COALESCE(json_extract(r.host_json, '$.hostname'), ''), r.engine_json, r.predicted_peak_bytes,
+     (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id)";
+
+impl Store {
+    /// Every run of the database, as `merge` reads them.
+    pub fn mergeable_runs(&self) -> Result<Vec<MergeableRun>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.id");
+        let mut statement = self.connection.prepare(&sql)?;
+        let runs = statement
+            .query_map([], |row| {
+                Ok(MergeableRun {
+                    run_id: row.get(0)?,
+                    status: row.get(1)?,
+                    status_reason: row.get(2)?,
+                    started_at: row.get(3)?,
+                    finished_at: row.get(4)?,
+                    active_ms: row.get(5)?,
+                    sessions: row.get(6)?,
+                    model_path: row.get(7)?,
+                    model_name: row.get(8)?,
+                    model_size_bytes: row.get(9)?,
+                    model_sha256: row.get(10)?,
+                    questions_path: row.get(11)?,
+                    questions_sha256: row.get(12)?,
+                    question_count: row.get(13)?,
+                    settings: row
+                        .get::<_, String>(14)
+                        .ok()
+                        .and_then(|text| serde_json::from_str(&text).ok()),
+                    host_json: row.get(15)?,
+                    host: row.get(16)?,
+                    engine_json: row.get(17)?,
+                    predicted_peak_bytes: row.get(18)?,
+                    answers: row.get(19)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(runs)
+    }
+
+    /// A sharded run's partition of the whole set, in file order.
+    pub fn shard_plan(&self, run_id: i64) -> Result<Vec<PlannedQuestion>> {
+        let mut statement = self.connection.prepare(
+            "SELECT question_id, ordinal, shard_index FROM shard_plan WHERE run_id = ?1 ORDER BY ordinal",
+        )?;
+        let plan = statement
+            .query_map(params![run_id], |row| {
+                Ok(PlannedQuestion {
+                    question_id: row.get(0)?,
+                    ordinal: row.get(1)?,
+                    shard_index: row.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(plan)
+    }
+
+    /// The ids of a run's questions.
+    pub fn question_ids(&self, run_id: i64) -> Result<Vec<String>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT question_id FROM questions WHERE run_id = ?1 ORDER BY ordinal")?;
+        let ids = statement
+            .query_map(params![run_id], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// Create the run shards are merged into: the first shard's model, files and host, the
+    /// split's settings, and the whole set's plan. It stays `interrupted` until every planned
+    /// question has its answer.
+    pub fn create_merged_run(
+        &self,
+        from: &MergeableRun,
+        settings: &GenerationSettings,
+        plan: &[PlannedQuestion],
+    ) -> Result<i64> {
+        let tx = self.connection.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO runs(status, status_reason, started_at, updated_at, model_path, model_name,
+                              model_size_bytes, model_sha256, questions_path, questions_sha256,
+                              question_count, config_json, engine_json, predicted_peak_bytes, host_json)
+             VALUES ('interrupted', 'no shard merged yet', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                from.started_at,
+                now_text(),
+                from.model_path,
+                from.model_name,
+                from.model_size_bytes,
+                from.model_sha256,
+                from.questions_path,
+                from.questions_sha256,
+                plan.len() as i64,
+                serde_json::to_string(settings)?,
+                from.engine_json,
+                from.predicted_peak_bytes,
+                from.host_json
+            ],
+        )?;
+        let run_id = tx.last_insert_rowid();
+        super::write::insert_shard_plan(&tx, run_id, plan)?;
+        tx.commit()?;
+        Ok(run_id)
+    }
+
+    /// Copy shard run `part` of the database at `source` into merged run `run_id`, in one
+    /// transaction: its questions, its answers (an `ok` replaces an `error`, never the reverse),
+    /// its choice scores, its memory samples (replacing those of an earlier merge of the same
+    /// part), its row in `shard_parts`, and the merged run's totals and status.
+    /// `needs_choice_scores`: a multiple-choice question counts as answered only with its
+    /// choice scores (log-likelihood scoring).
+    pub fn merge_part(
+        &self,
+        run_id: i64,
+        source: &Path,
+        part: &MergeableRun,
+        shard_index: u32,
+        needs_choice_scores: bool,
+    ) -> Result<PartCounts> {
+        self.connection
+            .execute("ATTACH DATABASE ?1 AS part", params![read_only_uri(source)])?;
+        let merged = self.merge_attached(run_id, source, part, shard_index, needs_choice_scores);
+        let detached = self.connection.execute_batch("DETACH DATABASE part");
+        let counts = merged?;
+        detached?;
+        Ok(counts)
+    }
+
+    /// [`Store::merge_part`] with the shard database attached as `part`. Linear: one statement
+    /// per table, in one transaction.
+    fn merge_attached(
+        &self,
+        run_id: i64,
+        source: &Path,
+        part: &MergeableRun,
+        shard_index: u32,
+        needs_choice_scores: bool,
+    ) -> Result<PartCounts> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.connection,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        if already_merged(&tx, run_id, part, shard_index)? {
+            // Nothing new since the last merge of this part: write nothing at all.
+            return Ok(PartCounts {
+                unchanged: part.answers,
+                ..PartCounts::default()
+            });
+        }
+        let part_id: i64 = tx.query_row(
+            "INSERT INTO shard_parts(run_id, shard_index, host, source_started_at, source_path,
+                                     source_run_id, status, status_reason, finished_at, active_ms,
+                                     sessions, question_count, answers, merged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT(run_id, shard_index, host, source_started_at) DO UPDATE SET
+                 source_path = excluded.source_path, source_run_id = excluded.source_run_id,
+                 status = excluded.status, status_reason = excluded.status_reason,
+                 finished_at = excluded.finished_at, active_ms = excluded.active_ms,
+                 sessions = excluded.sessions, question_count = excluded.question_count,
+                 answers = excluded.answers, merged_at = excluded.merged_at
+             RETURNING id",
+            params![
+                run_id,
+                shard_index,
+                part.host,
+                part.started_at,
+                source.display().to_string(),
+                part.run_id,
+                part.status.as_str(),
+                part.status_reason,
+                part.finished_at,
+                part.active_ms,
+                part.sessions,
+                part.question_count,
+                part.answers,
+                now_text()
+            ],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO questions(run_id, question_id, ordinal, question, reference,
+                                             answer_index, choices_json, category, context, extra_json)
+             SELECT ?1, question_id, ordinal, question, reference, answer_index, choices_json,
+                    category, context, extra_json
+             FROM part.questions WHERE run_id = ?2",
+            params![run_id, part.run_id],
+        )?;
+        let counts: PartCounts = tx.query_row(
+            "SELECT COALESCE(SUM(m.id IS NULL), 0),
+                    COALESCE(SUM(m.status = 'error' AND p.status = 'ok'), 0),
+                    COALESCE(SUM(m.id IS NOT NULL AND NOT (m.status = 'error' AND p.status = 'ok')), 0)
+             FROM part.answers p
+             LEFT JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
+             WHERE p.run_id = ?2",
+            params![run_id, part.run_id],
+            |row| {
+                Ok(PartCounts {
+                    added: row.get(0)?,
+                    replaced_errors: row.get(1)?,
+                    unchanged: row.get(2)?,
+                })
+            },
+        )?;
+        // `WHERE true` lets SQLite parse the upsert after a SELECT (its documented ambiguity).
+        tx.execute(
+            "INSERT INTO main.answers(run_id, question_id, status, answer, error, finish_reason,
+                 prompt_tokens, prompt_tokens_reused, completion_tokens, queued_at, started_at,
+                 first_token_at, finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes,
+                 gpu_used_bytes, score, exact_match, f1, chosen_index, parallel_slot)
+             SELECT ?1, question_id, status, answer, error, finish_reason, prompt_tokens,
+                    prompt_tokens_reused, completion_tokens, queued_at, started_at, first_token_at,
+                    finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
+                    score, exact_match, f1, chosen_index, parallel_slot
+             FROM part.answers WHERE run_id = ?2 AND true
+             ON CONFLICT(run_id, question_id) DO UPDATE SET
+                 status = excluded.status, answer = excluded.answer, error = excluded.error,
+                 finish_reason = excluded.finish_reason, prompt_tokens = excluded.prompt_tokens,
+                 prompt_tokens_reused = excluded.prompt_tokens_reused,
+                 completion_tokens = excluded.completion_tokens, queued_at = excluded.queued_at,
+                 started_at = excluded.started_at, first_token_at = excluded.first_token_at,
+                 finished_at = excluded.finished_at, ttft_ms = excluded.ttft_ms,
+                 latency_ms = excluded.latency_ms, decode_tok_per_s = excluded.decode_tok_per_s,
+                 rss_bytes = excluded.rss_bytes, gpu_used_bytes = excluded.gpu_used_bytes,
+                 score = excluded.score, exact_match = excluded.exact_match, f1 = excluded.f1,
+                 chosen_index = excluded.chosen_index, parallel_slot = excluded.parallel_slot
+             WHERE main.answers.status = 'error' AND excluded.status = 'ok'",
+            params![run_id, part.run_id],
+        )?;
+        // A question's choice scores are written together, so a question has all or none: the
+        // first complete set merged stays.
+        tx.execute(
+            "INSERT OR IGNORE INTO main.choice_scores(run_id, question_id, choice_index, continuation,
+                 logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused,
+                 token_ids_json, token_logprobs_json, scored_at)
+             SELECT ?1, question_id, choice_index, continuation, logprob, tokens, chars, bytes,
+                    greedy, tokens_computed, tokens_reused, token_ids_json, token_logprobs_json,
+                    scored_at
+             FROM part.choice_scores s
+             WHERE s.run_id = ?2 AND NOT EXISTS (SELECT 1 FROM main.choice_scores c
+                   WHERE c.run_id = ?1 AND c.question_id = s.question_id)",
+            params![run_id, part.run_id],
+        )?;
+        tx.execute(
+            "DELETE FROM main.memory_samples WHERE run_id = ?1 AND shard_part_id = ?2",
+            params![run_id, part_id],
+        )?;
+        tx.execute(
+            "INSERT INTO main.memory_samples(run_id, at, rss_bytes, ram_used_bytes, ram_total_bytes,
+                 swap_used_bytes, swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes,
+                 gpu_util_pct, shard_part_id)
+             SELECT ?1, at, rss_bytes, ram_used_bytes, ram_total_bytes, swap_used_bytes,
+                    swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes, gpu_util_pct, ?3
+             FROM part.memory_samples WHERE run_id = ?2",
+            params![run_id, part.run_id, part_id],
+        )?;
+        refresh_merged_run(&tx, run_id, part, needs_choice_scores)?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// The planned questions of merged run `run_id` without a complete answer, by shard and
+    /// file order.
+    pub fn missing_questions(
+        &self,
+        run_id: i64,
+        needs_choice_scores: bool,
+    ) -> Result<Vec<MissingQuestion>> {
+        let sql = format!(
+            "SELECT p.shard_index, p.question_id {MISSING_FROM} ORDER BY p.shard_index, p.ordinal"
+        );
+        let mut statement = self.connection.prepare(&sql)?;
+        let missing = statement
+            .query_map(params![run_id, needs_choice_scores], |row| {
+                Ok(MissingQuestion {
+                    shard_index: row.get(0)?,
+                    question_id: row.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(missing)
+    }
+
+    /// The answer status of every question of a run, by id (`ok` or `error`).
+    pub fn answer_statuses(&self, run_id: i64) -> Result<Vec<(String, String)>> {
+        let mut statement = self.connection.prepare(
+            "SELECT question_id, status FROM answers WHERE run_id = ?1 ORDER BY question_id",
+        )?;
+        let rows = statement
+            .query_map(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The merged run for `settings` (a split) with this model and question set, if any.
+    pub fn merged_run_id(
+        &self,
+        model_sha256: &str,
+        questions_sha256: &str,
+        settings: &GenerationSettings,
+    ) -> Result<Option<i64>> {
+        let candidates: Vec<(i64, String)> = {
+            let mut statement = self.connection.prepare(
+                "SELECT id, config_json FROM runs WHERE model_sha256 = ?1 AND questions_sha256 = ?2
+                 AND id IN (SELECT run_id FROM shard_parts UNION SELECT run_id FROM shard_plan)
+                 ORDER BY id",
+            )?;
+            let rows = statement
+                .query_map(params![model_sha256, questions_sha256], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            rows
+        };
+        Ok(candidates.into_iter().find_map(|(id, json)| {
+            let recorded: GenerationSettings = serde_json::from_str(&json).ok()?;
+            (recorded == *settings).then_some(id)
+        }))
+    }
+
+    /// Whether the database already has a run with this id (a merged run being extended).
+    pub fn has_run(&self, run_id: i64) -> Result<bool> {
+        Ok(self
+            .connection
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", params![run_id], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+}
+
+/// The planned questions of merged run ?1 with no answer row, or (?2: log-likelihood scoring) a
+/// multiple-choice question without its choice scores.
+const MISSING_FROM: &str = "FROM shard_plan p
+     LEFT JOIN answers a   ON a.run_id = p.run_id AND a.question_id = p.question_id
+     LEFT JOIN questions q ON q.run_id = p.run_id AND q.question_id = p.question_id
+     WHERE p.run_id = ?1
+       AND (a.id IS NULL
+            OR (?2 AND q.choices_json IS NOT NULL AND q.answer_index IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM choice_scores c
+                                WHERE c.run_id = p.run_id AND c.question_id = p.question_id)))";
+
+/// Whether this part was merged before in the state it is in now (same answer count, status,
+/// sessions and generation time): merging it again would change nothing.
+fn already_merged(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    part: &MergeableRun,
+    shard_index: u32,
+) -> Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM shard_parts
+             WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4
+               AND answers = ?5 AND status = ?6 AND sessions = ?7 AND active_ms = ?8
+               AND finished_at IS ?9",
+            params![
+                run_id,
+                shard_index,
+                part.host,
+                part.started_at,
+                part.answers,
+                part.status.as_str(),
+                part.sessions,
+                part.active_ms,
+                part.finished_at
+            ],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// The merged run's totals from its parts, and its status: `finished` once every planned
+/// question is answered, else `interrupted` with how many are missing.
+fn refresh_merged_run(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    part: &MergeableRun,
+    needs_choice_scores: bool,
+) -> Result<()> {
+    let missing: i64 = tx.query_row(
+        &format!("SELECT COUNT(*) {MISSING_FROM}"),
+        params![run_id, needs_choice_scores],
+        |row| row.get(0),
+    )?;
+    tx.execute(
+        "UPDATE runs SET
+             active_ms  = (SELECT COALESCE(SUM(active_ms), 0) FROM shard_parts WHERE run_id = ?1),
+             sessions   = (SELECT COALESCE(SUM(sessions), 0) FROM shard_parts WHERE run_id = ?1),
+             started_at = MIN(started_at, ?2),
+             predicted_peak_bytes = MAX(COALESCE(predicted_peak_bytes, ?3), COALESCE(?3, predicted_peak_bytes)),
+             updated_at = ?4,
+             status = CASE WHEN ?5 = 0 THEN 'finished' ELSE 'interrupted' END,
+             status_reason = CASE WHEN ?5 = 0 THEN NULL
+                 ELSE printf('%d of %d questions have no answer in the shards merged so far; merge the missing shards', ?5, question_count) END,
+             finished_at = CASE WHEN ?5 = 0
+                 THEN (SELECT MAX(COALESCE(finished_at, merged_at)) FROM shard_parts WHERE run_id = ?1) END
+         WHERE id = ?1",
+        params![
+            run_id,
+            part.started_at,
+            part.predicted_peak_bytes,
+            now_text(),
+            missing
+        ],
+    )?;
+    Ok(())
+}
+
+/// A `file:` URI that opens `path` read-only (SQLite URI syntax: `%`, `?` and `#` escaped).
+fn read_only_uri(path: &Path) -> String {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for c in absolute.display().to_string().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
+}
