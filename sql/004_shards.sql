@@ -30,6 +30,7 @@ CREATE TABLE shard_parts (
     sessions          INTEGER NOT NULL,
     question_count    INTEGER NOT NULL,
     answers           INTEGER NOT NULL,        -- answer rows the shard run held when merged
+    ok_answers        INTEGER NOT NULL,        -- of those, ok
     merged_at         TEXT    NOT NULL,
     UNIQUE (run_id, shard_index, host, source_started_at)
 );

@@ -17,4 +17,5 @@ mod parallel;
 mod preflight;
 mod report;
 mod run;
+mod shards;
 mod tokenizer_check;

@@ -52,6 +52,8 @@ pub struct MergeableRun {
     pub predicted_peak_bytes: Option<i64>,
     /// Answer rows.
     pub answers: i64,
+    /// Of those, `ok`.
+    pub ok_answers: i64,
 }
 
 /// What merging one shard run changed in the merged run.
@@ -79,7 +81,8 @@ const RUN_COLUMNS: &str =
      r.model_path, r.model_name, r.model_size_bytes, r.model_sha256, r.questions_path,
      r.questions_sha256, r.question_count, r.config_json, r.host_json,
      COALESCE(json_extract(r.host_json, '$.hostname'), ''), r.engine_json, r.predicted_peak_bytes,
-     (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id)";
+     (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id),
+     (SELECT COUNT(*) FROM answers a WHERE a.run_id = r.id AND a.status = 'ok')";
 
 impl Store {
     /// Every run of the database, as `merge` reads them.
@@ -112,6 +115,7 @@ impl Store {
                     engine_json: row.get(17)?,
                     predicted_peak_bytes: row.get(18)?,
                     answers: row.get(19)?,
+                    ok_answers: row.get(20)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -230,14 +234,15 @@ impl Store {
         let part_id: i64 = tx.query_row(
             "INSERT INTO shard_parts(run_id, shard_index, host, source_started_at, source_path,
                                      source_run_id, status, status_reason, finished_at, active_ms,
-                                     sessions, question_count, answers, merged_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                                     sessions, question_count, answers, ok_answers, merged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT(run_id, shard_index, host, source_started_at) DO UPDATE SET
                  source_path = excluded.source_path, source_run_id = excluded.source_run_id,
                  status = excluded.status, status_reason = excluded.status_reason,
                  finished_at = excluded.finished_at, active_ms = excluded.active_ms,
                  sessions = excluded.sessions, question_count = excluded.question_count,
-                 answers = excluded.answers, merged_at = excluded.merged_at
+                 answers = excluded.answers, ok_answers = excluded.ok_answers,
+                 merged_at = excluded.merged_at
              RETURNING id",
             params![
                 run_id,
@@ -253,6 +258,7 @@ impl Store {
                 part.sessions,
                 part.question_count,
                 part.answers,
+                part.ok_answers,
                 now_text()
             ],
             |row| row.get(0),
@@ -420,8 +426,8 @@ const MISSING_FROM: &str = "FROM shard_plan p
                 AND NOT EXISTS (SELECT 1 FROM choice_scores c
                                 WHERE c.run_id = p.run_id AND c.question_id = p.question_id)))";
 
-/// Whether this part was merged before in the state it is in now (same answer count, status,
-/// sessions and generation time): merging it again would change nothing.
+/// Whether this part was merged before in the state it is in now (same answer and ok counts,
+/// status, sessions and generation time): merging it again would change nothing.
 fn already_merged(
     tx: &rusqlite::Transaction<'_>,
     run_id: i64,
@@ -433,7 +439,7 @@ fn already_merged(
             "SELECT 1 FROM shard_parts
              WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4
                AND answers = ?5 AND status = ?6 AND sessions = ?7 AND active_ms = ?8
-               AND finished_at IS ?9",
+               AND finished_at IS ?9 AND ok_answers = ?10",
             params![
                 run_id,
                 shard_index,
@@ -443,7 +449,8 @@ fn already_merged(
                 part.status.as_str(),
                 part.sessions,
                 part.active_ms,
-                part.finished_at
+                part.finished_at,
+                part.ok_answers
             ],
             |_| Ok(()),
         )

@@ -1,0 +1,403 @@
+//! Shards and their merge, on SmolLM2: `run --shard K/N` answers a stable subset, `--resume`
+//! works per shard, `merge --into` gives one run with every question once, refuses what does
+//! not belong together, names what is missing, and changes nothing when repeated.
+
+use crate::util::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a merge or a shard run is compared by: every row of every table, as text.
+fn dump(db: &Path) -> String {
+    let connection = open(db);
+    let mut text = String::new();
+    for table in [
+        "runs",
+        "questions",
+        "answers",
+        "choice_scores",
+        "memory_samples",
+        "shard_plan",
+        "shard_parts",
+    ] {
+        let mut statement = connection
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .unwrap();
+        let columns = statement.column_count();
+        let rows: Vec<String> = statement
+            .query_map([], |row| {
+                let mut fields = Vec::new();
+                for i in 0..columns {
+                    let value: rusqlite::types::Value = row.get(i)?;
+                    fields.push(format!("{value:?}"));
+                }
+                Ok(fields.join("|"))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        text += &format!("{table}\n{}\n", rows.join("\n"));
+    }
+    text
+}
+
+/// question id → (status, answer) of run `run_id`.
+fn answers(db: &Path, run_id: i64) -> BTreeMap<String, (String, Option<String>)> {
+    let connection = open(db);
+    let mut statement = connection
+        .prepare("SELECT question_id, status, answer FROM answers WHERE run_id = ?1")
+        .unwrap();
+    let rows = statement
+        .query_map([run_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}
+
+fn merge(into: &Path, shards: &[PathBuf], extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["merge".to_string(), "--into".into(), path_text(into)];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(shards.iter().map(|p| path_text(p)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&args)
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Run shards 0..n of `questions` into `dir/shard-K.db`, one after the other.
+fn run_shards(dir: &Path, questions: &Path, n: u32, extra: &[&str]) -> Vec<PathBuf> {
+    (0..n)
+        .map(|k| {
+            let db = dir.join(format!("shard-{k}.db"));
+            let shard = format!("{k}/{n}");
+            let mut args = vec!["--shard", shard.as_str()];
+            args.extend_from_slice(extra);
+            let output = run(&smollm(), questions, &db, &args);
+            assert!(code(&output) <= 1, "shard {shard}: {}", stderr(&output));
+            db
+        })
+        .collect()
+}
+
+#[test]
+fn four_shards_merge_into_the_unsharded_run_and_a_second_merge_changes_nothing() {
+    let dir = tempdir();
+    let settings = ["--max-tokens", "8", "--parallel", "4"];
+    let shards = run_shards(dir.path(), &bundled_questions(), 4, &settings);
+    // Each shard's file alone holds its rows: the WAL was checkpointed into it at the end.
+    for db in &shards {
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert_eq!(wal_bytes, 0, "{} has an unfolded WAL", db.display());
+    }
+    let whole = dir.path().join("whole.db");
+    let output = run(&smollm(), &bundled_questions(), &whole, &settings);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+
+    let all = dir.path().join("all.db");
+    let output = merge(&all, &shards, &[]);
+    assert_eq!(code(&output), 0, "{}{}", stdout(&output), stderr(&output));
+    let merged = answers(&all, 1);
+    let unsharded = answers(&whole, 1);
+    assert_eq!(merged.len(), 60, "every question exactly once");
+    let statuses = |rows: &BTreeMap<String, (String, Option<String>)>| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(id, (s, _))| (id.clone(), s.clone()))
+            .collect()
+    };
+    assert_eq!(statuses(&merged), statuses(&unsharded));
+    // No committed row lost: every shard's answer is in the merged run, unchanged.
+    for db in &shards {
+        for (id, row) in answers(db, 1) {
+            assert_eq!(merged.get(&id), Some(&row), "{id} from {}", db.display());
+        }
+    }
+    let differ = merged
+        .iter()
+        .filter(|(id, (_, answer))| unsharded[*id].1 != *answer)
+        .count();
+    eprintln!("greedy answers that differ, 4 shards vs one run (--parallel 4): {differ} of 60");
+
+    let before = dump(&all);
+    let mut reversed = shards.clone();
+    reversed.reverse();
+    let again = merge(&all, &reversed, &[]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert_eq!(dump(&all), before, "a second merge changed the database");
+    assert!(stdout(&again).contains("0 added, 0 errors replaced, 15 unchanged"));
+
+    // The merged database reads as any other, with the shards shown.
+    let json = ok_stdout(&cli(&[
+        "report",
+        "--db",
+        &path_text(&all),
+        "--format",
+        "json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["questions_done"], 60);
+    assert_eq!(run["status"], "finished");
+    assert_eq!(run["shard"], "merged from 4 shards by id");
+    let per_shard = run["shards"].as_array().unwrap();
+    assert_eq!(per_shard.len(), 4);
+    let done: i64 = per_shard.iter().map(|s| s["done"].as_i64().unwrap()).sum();
+    assert_eq!(done, 60);
+    assert!(per_shard
+        .iter()
+        .all(|s| s["wall_time_s"].as_f64().unwrap() > 0.0
+            && s["throughput_tok_per_s"].as_f64().unwrap() > 0.0));
+    let status = ok_stdout(&cli(&["status", "--db", &path_text(&all)]));
+    assert!(
+        status.contains("progress 60/60") && status.contains("shard 3: 15/15"),
+        "{status}"
+    );
+    let markdown = ok_stdout(&cli(&["report", "--db", &path_text(&all)]));
+    assert!(markdown.contains("### Shards"), "{markdown}");
+    ok_stdout(&cli(&["compare", "--db", &path_text(&all)]));
+    let summary: (i64, i64, String) = open(&all)
+        .query_row(
+            "SELECT done, total, status FROM run_summary WHERE run_id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(summary, (60, 60, "finished".into()));
+}
+
+#[test]
+fn merge_names_the_missing_ids_by_shard_and_an_ok_answer_replaces_an_error() {
+    let dir = tempdir();
+    let shards = run_shards(
+        dir.path(),
+        &bundled_questions(),
+        2,
+        &["--max-tokens", "4", "--limit", "10"],
+    );
+    let all = dir.path().join("all.db");
+    let output = merge(&all, &shards[..1], &["--json"]);
+    assert_eq!(code(&output), 3, "questions missing: {}", stderr(&output));
+    let outcome: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let shard_one: Vec<String> = open(&shards[1])
+        .prepare("SELECT question_id FROM questions ORDER BY ordinal")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(outcome["missing"][0]["shard_index"], 1);
+    assert_eq!(outcome["missing"][0]["sources"], serde_json::json!([]));
+    assert_eq!(
+        outcome["missing"][0]["ids"],
+        serde_json::to_value(&shard_one).unwrap()
+    );
+    let status: String = open(&all)
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
+
+    // A copy of shard 1 in which one answer failed: merged first, its error stands until the
+    // shard's ok answer arrives; merged again afterwards, it changes nothing.
+    let failed = dir.path().join("shard-1-failed.db");
+    std::fs::copy(&shards[1], &failed).unwrap();
+    let victim = &shard_one[0];
+    open(&failed)
+        .execute(
+            "UPDATE answers SET status = 'error', answer = NULL, error = 'out of memory' WHERE question_id = ?1",
+            [victim],
+        )
+        .unwrap();
+    let output = merge(&all, &[failed.clone()], &[]);
+    assert_eq!(
+        code(&output),
+        1,
+        "complete with an error row: {}",
+        stderr(&output)
+    );
+    assert_eq!(answers(&all, 1)[victim].0, "error");
+    let output = merge(&all, &[shards[1].clone()], &[]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("0 added, 1 errors replaced"),
+        "{}",
+        stdout(&output)
+    );
+    let output = merge(&all, &[failed], &[]);
+    assert_eq!(code(&output), 0);
+    assert_eq!(
+        answers(&all, 1)[victim].0,
+        "ok",
+        "an error never replaces an ok"
+    );
+    assert_eq!(answers(&all, 1).len(), 10);
+}
+
+#[test]
+fn merge_refuses_what_does_not_belong_together_and_writes_nothing() {
+    let dir = tempdir();
+    let questions = bundled_questions();
+    let fast = ["--max-tokens", "4", "--limit", "6"];
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let c = dir.path().join("c.db");
+    let d = dir.path().join("d.db");
+    for (db, shard, extra) in [
+        (&a, "0/2", &[][..]),
+        (&b, "1/4", &[][..]),
+        (&c, "1/2", &["--seed", "7", "--temperature", "0.5"][..]),
+        (&d, "", &[][..]),
+    ] {
+        let mut args = fast.to_vec();
+        if !shard.is_empty() {
+            args.extend(["--shard", shard]);
+        }
+        args.extend(extra);
+        let output = run(&smollm(), &questions, db, &args);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+    }
+    let all = dir.path().join("all.db");
+    let cases: [(&[&PathBuf], &str); 3] = [
+        (&[&a, &b], "overlap"),
+        (&[&a, &c], "different runs"),
+        (&[&a, &d], "holds no shard run"),
+    ];
+    for (inputs, expected) in cases {
+        let inputs: Vec<PathBuf> = inputs.iter().map(|p| p.to_path_buf()).collect();
+        let output = merge(&all, &inputs, &[]);
+        assert_eq!(code(&output), 2, "{inputs:?}");
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+        assert!(!all.exists(), "a refused merge wrote {}", all.display());
+    }
+    let output = merge(&a, std::slice::from_ref(&a), &[]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("also given as a shard"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_killed_shard_resumes_as_itself_and_only_as_itself() {
+    let dir = tempdir();
+    let db = dir.path().join("shard-1.db");
+    let extra = ["--shard", "1/2", "--max-tokens", "48", "--limit", "24"];
+    let mut child = spawn(&smollm(), &bundled_questions(), &db, &extra);
+    wait_for_answers(&db, 3, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed = answer_rows(&db, 1);
+    assert!(committed.len() < 12, "killed before the end");
+
+    let wrong = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[
+            "--shard",
+            "0/2",
+            "--max-tokens",
+            "48",
+            "--limit",
+            "24",
+            "--resume",
+        ],
+    );
+    assert_eq!(code(&wrong), 2, "{}", stderr(&wrong));
+    assert!(stderr(&wrong).contains("shard"), "{}", stderr(&wrong));
+
+    let mut resume = extra.to_vec();
+    resume.push("--resume");
+    let output = run(&smollm(), &bundled_questions(), &db, &resume);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let after = answer_rows(&db, 1);
+    assert_eq!(after.len(), 12, "the shard's 12 questions, each once");
+    for (id, row) in committed {
+        assert_eq!(after[&id], row, "{id} changed on resume");
+    }
+}
+
+#[test]
+fn shard_auto_reads_the_cluster_and_context_keeps_passages_together() {
+    let dir = tempdir();
+    let mut lines = String::new();
+    for p in 0..4 {
+        for q in 0..3 {
+            lines += &format!(
+                "{{\"id\":\"p{p}-q{q}\",\"context\":\"지문 {p}: 조선은 1392년에 세워졌다.\",\"question\":\"질문 {q}?\"}}\n"
+            );
+        }
+    }
+    let questions = write_questions(dir.path(), "passages.jsonl", &lines);
+    let slurm_db = dir.path().join("slurm.db");
+    let output = run_command(
+        &smollm(),
+        &questions,
+        &slurm_db,
+        &[
+            "--shard",
+            "auto",
+            "--shard-key",
+            "context",
+            "--max-tokens",
+            "2",
+        ],
+    )
+    .envs([
+        ("SLURM_ARRAY_TASK_ID", "3"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_MAX", "3"),
+        ("SLURM_ARRAY_TASK_STEP", "2"),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("shard 1/2 by context"),
+        "{}",
+        stderr(&output)
+    );
+    let plan: Vec<(String, u32)> = open(&slurm_db)
+        .prepare("SELECT question_id, shard_index FROM shard_plan ORDER BY ordinal")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(plan.len(), 12);
+    for passage in plan.chunks(3) {
+        assert!(
+            passage.iter().all(|(_, s)| *s == passage[0].1),
+            "{passage:?}"
+        );
+    }
+    let answered = answers(&slurm_db, 1).len();
+    assert_eq!(answered, 6, "two passages of three questions");
+
+    let k8s_db = dir.path().join("k8s.db");
+    let output = run_command(
+        &smollm(),
+        &questions,
+        &k8s_db,
+        &["--shard", "auto", "--shards", "20", "--max-tokens", "2"],
+    )
+    .env("JOB_COMPLETION_INDEX", "19")
+    .output()
+    .unwrap();
+    assert_eq!(code(&output), 0, "an empty shard: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no questions"),
+        "{}",
+        stderr(&output)
+    );
+    let missing = run(&smollm(), &questions, &k8s_db, &["--shard", "auto"]);
+    assert_eq!(code(&missing), 2);
+    assert!(
+        stderr(&missing).contains("SLURM_ARRAY_TASK_ID"),
+        "{}",
+        stderr(&missing)
+    );
+}
