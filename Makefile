@@ -1,8 +1,8 @@
 # docent-eval — build, fetch a model, run, test.
 #   make run            install the build tools if missing (deps), build, fetch the default model
 #                       if none, run the bundled questions -> results.db
-#   make test           also install what only the tests need (test-deps, models, pydeps), then
-#                       run the whole suite
+#   make test           also install what only the tests need (test-deps, slurm-deps, models,
+#                       pydeps), then run the whole suite
 #   make build-cuda     the CUDA build (toolkit from NVIDIA's PyPI wheels into .cuda/, binary in
 #                       target/cuda/release/); make test-cuda runs the suite against it (docs/cuda.md)
 #   make run-bg / status / stop / monitor    a long run in the background (docs/running.md)
@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: bench-loglik bench-passages build-cuda test-cuda gpu-bundle gpu-check all deps test-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
+.PHONY: bench-loglik bench-passages build-cuda test-cuda gpu-bundle gpu-check all deps test-deps slurm-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -49,6 +49,22 @@ test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fc-list :lang=ko 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# What the Slurm test needs: a real one-node cluster (scripts/slurm/cluster.sh) runs the sharded
+# scripts under slurmctld and slurmd, authenticated by munge. Debian's slurm-wlm brings the daemons
+# and the client commands. Installed the same way, only when missing; the daemons live in /usr/sbin,
+# which is not on a non-root PATH, hence the second look.
+slurm-deps:
+	@missing=""; \
+	for bin in slurmctld slurmd sbatch; do \
+	  command -v $$bin >/dev/null || [ -x /usr/sbin/$$bin ] || missing=" slurm-wlm"; \
+	done; \
+	command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -91,7 +107,7 @@ gpu-check: build-cuda models pydeps
 	$(GPU_CHECK_ARGS) scripts/gpu/device-check.sh $(CUDA_TARGET)/release
 # The whole CPU suite against the CUDA binary (on a machine without a GPU it must behave as the
 # CPU build does).
-test-cuda: build-cuda test-deps models pydeps
+test-cuda: build-cuda test-deps slurm-deps models pydeps
 	$(CUDA_ENV) && $(CARGO) test --release --features cuda -- --test-threads=1
 
 $(SMOLLM):
@@ -117,7 +133,7 @@ run: build model
 
 # Tests build in the release profile, so llama.cpp is compiled once (about 7 minutes on 2
 # cores) and shared with `make run`; the end-to-end tests run the real binary on real models.
-test: $(if $(CUDA),test-cuda,deps test-deps models pydeps)
+test: $(if $(CUDA),test-cuda,deps test-deps slurm-deps models pydeps)
 	$(if $(CUDA),@true,$(CARGO) build --release)
 	$(if $(CUDA),@true,$(CARGO) test --release -- --test-threads=1)
 

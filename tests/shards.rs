@@ -209,7 +209,7 @@ fn merge_names_the_missing_ids_by_shard_and_an_ok_answer_replaces_an_error() {
             [victim],
         )
         .unwrap();
-    let output = merge(&all, &[failed.clone()], &[]);
+    let output = merge(&all, std::slice::from_ref(&failed), &[]);
     assert_eq!(
         code(&output),
         1,
