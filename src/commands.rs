@@ -197,7 +197,12 @@ fn write_out(path: &Path, bytes: &[u8], db: &Path) -> Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(cannot)?;
+    // A temporary file is private (0600); a report is for the team, so it gets the mode any new
+    // file gets (0644 under the usual umask).
+    let mut temporary = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(directory)
+        .map_err(cannot)?;
     temporary.write_all(bytes).map_err(cannot)?;
     temporary.persist(path).map_err(|e| cannot(e.error))?;
     Ok(())

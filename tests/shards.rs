@@ -6,54 +6,6 @@ use crate::util::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What a merge or a shard run is compared by: every row of every table, as text.
-fn dump(db: &Path) -> String {
-    let connection = open(db);
-    let mut text = String::new();
-    for table in [
-        "runs",
-        "questions",
-        "answers",
-        "choice_scores",
-        "memory_samples",
-        "shard_plan",
-        "shard_parts",
-    ] {
-        let mut statement = connection
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-            .unwrap();
-        let columns = statement.column_count();
-        let rows: Vec<String> = statement
-            .query_map([], |row| {
-                let mut fields = Vec::new();
-                for i in 0..columns {
-                    let value: rusqlite::types::Value = row.get(i)?;
-                    fields.push(format!("{value:?}"));
-                }
-                Ok(fields.join("|"))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        text += &format!("{table}\n{}\n", rows.join("\n"));
-    }
-    text
-}
-
-/// question id → (status, answer) of run `run_id`.
-fn answers(db: &Path, run_id: i64) -> BTreeMap<String, (String, Option<String>)> {
-    let connection = open(db);
-    let mut statement = connection
-        .prepare("SELECT question_id, status, answer FROM answers WHERE run_id = ?1")
-        .unwrap();
-    let rows = statement
-        .query_map([run_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    rows
-}
-
 fn merge(into: &Path, shards: &[PathBuf], extra: &[&str]) -> std::process::Output {
     let mut args = vec!["merge".to_string(), "--into".into(), path_text(into)];
     args.extend(extra.iter().map(|s| s.to_string()));

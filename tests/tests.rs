@@ -18,4 +18,5 @@ mod preflight;
 mod report;
 mod run;
 mod shards;
+mod slurm;
 mod tokenizer_check;

@@ -98,8 +98,9 @@ impl Store {
         Ok(run_id)
     }
 
-    /// Fold the WAL into the database file (`wal_checkpoint(TRUNCATE)`), so that the file alone
-    /// holds every committed row. Readers still open keep it from completing; that is logged.
+    /// Fold the WAL into the database file (`wal_checkpoint(TRUNCATE)`) and leave WAL mode, so
+    /// that the file alone holds every committed row. Readers still open keep it from
+    /// completing; that is logged.
     pub fn checkpoint(&self) -> Result<()> {
         let (busy, log_frames, checkpointed): (i64, i64, i64) =
             self.connection
@@ -111,6 +112,15 @@ impl Store {
                 "{}: WAL checkpoint incomplete ({checkpointed} of {log_frames} frames; another connection reads it)",
                 self.path.display()
             );
+            return Ok(());
+        }
+        // Out of WAL mode until the next writer opens it: the file alone is then the database,
+        // and readers of a copy (`merge`, `report`) add no -wal/-shm files beside it.
+        if let Err(e) = self
+            .connection
+            .query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))
+        {
+            log::debug!("{}: stays in WAL mode ({e})", self.path.display());
         }
         Ok(())
     }
