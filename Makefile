@@ -24,7 +24,7 @@ GEMMA := models/gemma-3-270m-q4_k_m.gguf
 BLLOSSOM := $(firstword $(wildcard models/llama-3-Korean-Bllossom-8B*.gguf))
 MODEL ?= $(if $(BLLOSSOM),$(BLLOSSOM),$(SMOLLM))
 
-.PHONY: bench-loglik bench-passages build-cuda test-cuda gpu-bundle gpu-check all deps test-deps slurm-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
+.PHONY: bench-shards bench-loglik bench-passages build-cuda test-cuda gpu-bundle gpu-check all deps test-deps slurm-deps pydeps build model models run run-bg status stop monitor test faults fuzz bench profile lint fmt clean
 
 all: build
 
@@ -155,6 +155,11 @@ bench-loglik: build $(SMOLLM)
 	CRATE_TOOLS_ONLY=1 scripts/bench/build-tools.sh
 	python3 scripts/bench/loglik.py
 
+# Sharding on this machine: 4 shards at once against one process over the bundled set, and the
+# merge time of 4 shards x 2,223 answers; writes bench/shards.md (about 12 minutes).
+bench-shards: build $(SMOLLM) pydeps
+	python3 scripts/bench/shards.py
+
 # Generation on passages that repeat: the prefix tree against the global prefix and llama-server.
 bench-passages: build $(SMOLLM)
 	scripts/bench/build-tools.sh
@@ -177,12 +182,14 @@ monitor:
 # (builds those tools first, once); writes bench/results.md and the raw measurements in
 # bench/results.json. Each repetition takes about 14 minutes here (2 cores); REPS=4 about an hour.
 # BENCH_ARGS passes more options (e.g. --parallel 1,8 --questions-n 8; see bench.py --help).
+# Then the shard figures of bench-shards (bench/shards.md).
 REPS ?= 3
 BENCH_ARGS ?=
 BENCH_OUT ?= bench/results.md
-bench: build $(SMOLLM)
+bench: build $(SMOLLM) pydeps
 	scripts/bench/build-tools.sh
 	python3 scripts/bench/bench.py --reps $(REPS) --out $(BENCH_OUT) $(BENCH_ARGS)
+	python3 scripts/bench/shards.py
 
 # perf profiles of docent-eval and llama-batched-bench on the same work, side by side (N=$(N)).
 N ?= 2
