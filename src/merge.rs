@@ -13,6 +13,7 @@ use crate::config::{GenerationSettings, RunIdentity};
 use crate::dataset::shard::{ShardKey, ShardSpec};
 use crate::error::{exit_code, usage, Result};
 use crate::store::{MergeableRun, PartCounts, PlannedQuestion, Store};
+use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -283,7 +284,15 @@ fn merge_part(
     needs_choice_scores: bool,
 ) -> Result<MergedPart> {
     let index = part.shard.index.unwrap_or_default();
-    let counts = store.merge_part(run_id, &part.source, &part.run, index, needs_choice_scores)?;
+    let counts = store
+        .merge_part(run_id, &part.source, &part.run, index, needs_choice_scores)
+        .with_context(|| {
+            format!(
+                "merging {} ({}); the shards merged before it stay merged, and merging again continues",
+                part.source.display(),
+                part.shard.label()
+            )
+        })?;
     log::debug!(
         "{} ({}, host {}, {}): {} answers added, {} errors replaced by ok, {} unchanged",
         part.source.display(),

@@ -353,3 +353,53 @@ fn shard_auto_reads_the_cluster_and_context_keeps_passages_together() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn a_merge_that_fails_on_one_shard_keeps_the_shards_merged_before_it() {
+    let dir = tempdir();
+    let shards = run_shards(
+        dir.path(),
+        &bundled_questions(),
+        2,
+        &["--max-tokens", "4", "--limit", "10"],
+    );
+    // A shard database that reads as one (its run, partition and questions) but whose answers
+    // cannot be copied: the merge fails inside that shard's transaction.
+    let broken = dir.path().join("shard-1-broken.db");
+    std::fs::copy(&shards[1], &broken).unwrap();
+    open(&broken)
+        .execute_batch("ALTER TABLE answers DROP COLUMN parallel_slot")
+        .unwrap();
+    let all = dir.path().join("all.db");
+    let output = merge(&all, &[shards[0].clone(), broken.clone()], &[]);
+    assert_eq!(code(&output), 5, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("shard-1-broken.db"),
+        "{}",
+        stderr(&output)
+    );
+    let connection = open(&all);
+    let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM shard_parts"),
+        1,
+        "shard 0 stays merged"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM answers"),
+        answers(&shards[0], 1).len() as i64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM questions"),
+        answers(&shards[0], 1).len() as i64,
+        "nothing of the failed shard"
+    );
+    let status: String = connection
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    drop(connection);
+    let output = merge(&all, &shards, &[]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(answers(&all, 1).len(), 10);
+}
