@@ -31,6 +31,7 @@ CREATE TABLE shard_parts (
     question_count    INTEGER NOT NULL,
     answers           INTEGER NOT NULL,        -- answer rows the shard run held when merged
     ok_answers        INTEGER NOT NULL,        -- of those, ok
+    answers_sha256    TEXT    NOT NULL,        -- sha256 of its answers' ids and statuses
     merged_at         TEXT    NOT NULL,
     UNIQUE (run_id, shard_index, host, source_started_at)
 );

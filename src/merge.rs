@@ -90,17 +90,14 @@ pub fn merge(into: &Path, shards: &[PathBuf]) -> Result<MergeOutcome> {
     check_partition(&parts)?;
     let store = Store::open(into)?;
     let run_id = merged_run(&store, &parts, &identity)?;
-    let needs_choice_scores = identity.settings.mc_scoring.scores_choices();
     let mut merged = Vec::with_capacity(parts.len());
     for part in &parts {
-        merged.push(merge_part(&store, run_id, part, needs_choice_scores)?);
+        merged.push(merge_part(&store, run_id, part)?);
     }
-    let missing = missing_by_shard(&store, run_id, &parts, needs_choice_scores)?;
+    let missing = missing_by_shard(&store, run_id, &parts)?;
     let errors = store
-        .answer_statuses(run_id)?
-        .iter()
-        .filter(|(_, status)| status == "error")
-        .count();
+        .run_summary(run_id)?
+        .map_or(0, |s| usize::try_from(s.errors).unwrap_or(0));
     if let Err(e) = store.checkpoint() {
         log::warn!("could not checkpoint {} ({e:#})", into.display());
     }
@@ -231,6 +228,13 @@ fn check_partition(parts: &[Part]) -> Result<()> {
             )));
         }
         let index = part.shard.index.unwrap_or_default();
+        if index >= part.shard.count {
+            return Err(usage(format!(
+                "{}: shard {index} of {} does not exist; it was not written by `run --shard`",
+                part.source.display(),
+                part.shard.count
+            )));
+        }
         let own: BTreeSet<String> = part
             .plan
             .iter()
@@ -277,15 +281,10 @@ fn merged_run(store: &Store, parts: &[Part], identity: &RunIdentity) -> Result<i
     Ok(run_id)
 }
 
-fn merge_part(
-    store: &Store,
-    run_id: i64,
-    part: &Part,
-    needs_choice_scores: bool,
-) -> Result<MergedPart> {
+fn merge_part(store: &Store, run_id: i64, part: &Part) -> Result<MergedPart> {
     let index = part.shard.index.unwrap_or_default();
     let counts = store
-        .merge_part(run_id, &part.source, &part.run, index, needs_choice_scores)
+        .merge_part(run_id, &part.source, &part.run, index)
         .with_context(|| {
             format!(
                 "merging {} ({}); the shards merged before it stay merged, and merging again continues",
@@ -314,14 +313,9 @@ fn merge_part(
 }
 
 /// The merged run's missing questions grouped by shard, each with the databases given for it.
-fn missing_by_shard(
-    store: &Store,
-    run_id: i64,
-    parts: &[Part],
-    needs_choice_scores: bool,
-) -> Result<Vec<MissingShard>> {
+fn missing_by_shard(store: &Store, run_id: i64, parts: &[Part]) -> Result<Vec<MissingShard>> {
     let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for q in store.missing_questions(run_id, needs_choice_scores)? {
+    for q in store.missing_questions(run_id)? {
         by_shard
             .entry(q.shard_index)
             .or_default()

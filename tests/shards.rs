@@ -150,39 +150,83 @@ fn merge_names_the_missing_ids_by_shard_and_an_ok_answer_replaces_an_error() {
         .unwrap();
     assert_eq!(status, "interrupted");
 
-    // A copy of shard 1 in which one answer failed: merged first, its error stands until the
-    // shard's ok answer arrives; merged again afterwards, it changes nothing.
-    let failed = dir.path().join("shard-1-failed.db");
-    std::fs::copy(&shards[1], &failed).unwrap();
-    let victim = &shard_one[0];
-    open(&failed)
-        .execute(
-            "UPDATE answers SET status = 'error', answer = NULL, error = 'out of memory' WHERE question_id = ?1",
-            [victim],
-        )
-        .unwrap();
-    let output = merge(&all, std::slice::from_ref(&failed), &[]);
+    // Two copies of shard 1's run, each with a different failed answer (so the same counts): the
+    // second is merged too, and its ok replaces the first's error, never the reverse.
+    let failed_copy = |name: &str, id: &str| {
+        let path = dir.path().join(name);
+        std::fs::copy(&shards[1], &path).unwrap();
+        open(&path)
+            .execute(
+                "UPDATE answers SET status = 'error', answer = NULL, error = 'out of memory' WHERE question_id = ?1",
+                [id],
+            )
+            .unwrap();
+        path
+    };
+    let (first, second) = (&shard_one[0], &shard_one[1]);
+    let failed_a = failed_copy("shard-1-a.db", first);
+    let failed_b = failed_copy("shard-1-b.db", second);
+    let output = merge(&all, std::slice::from_ref(&failed_a), &[]);
     assert_eq!(
         code(&output),
         1,
         "complete with an error row: {}",
         stderr(&output)
     );
-    assert_eq!(answers(&all, 1)[victim].0, "error");
-    let output = merge(&all, &[shards[1].clone()], &[]);
+    assert_eq!(answers(&all, 1)[first].0, "error");
+    let output = merge(&all, std::slice::from_ref(&failed_b), &[]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     assert!(
         stdout(&output).contains("0 added, 1 errors replaced"),
         "{}",
         stdout(&output)
     );
-    let output = merge(&all, &[failed], &[]);
-    assert_eq!(code(&output), 0);
+    assert_eq!(answers(&all, 1)[first].0, "ok");
     assert_eq!(
-        answers(&all, 1)[victim].0,
+        answers(&all, 1)[second].0,
         "ok",
         "an error never replaces an ok"
     );
+    let output = merge(&all, &[shards[1].clone()], &[]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        answers(&all, 1),
+        answers(&shards[1], 1)
+            .into_iter()
+            .chain(answers(&shards[0], 1))
+            .collect()
+    );
+
+    // An older copy merged after the final one (a snapshot taken mid-run) changes no figure:
+    // the shard's row keeps the final copy's counts.
+    let snapshot = dir.path().join("shard-1-snapshot.db");
+    std::fs::copy(&shards[1], &snapshot).unwrap();
+    open(&snapshot)
+        .execute_batch(
+            "DELETE FROM answers WHERE id IN (SELECT id FROM answers ORDER BY id DESC LIMIT 2)",
+        )
+        .unwrap();
+    let part_row = || -> (i64, i64) {
+        open(&all)
+            .query_row(
+                "SELECT answers, ok_answers FROM shard_parts WHERE shard_index = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let final_row = part_row();
+    assert_eq!(final_row, (shard_one.len() as i64, shard_one.len() as i64));
+    for stale in [&snapshot, &failed_a] {
+        let output = merge(&all, std::slice::from_ref(stale), &[]);
+        assert_eq!(code(&output), 0, "{}", stderr(&output));
+        assert_eq!(
+            part_row(),
+            final_row,
+            "{} took the shard back",
+            stale.display()
+        );
+    }
     assert_eq!(answers(&all, 1).len(), 10);
 }
 
@@ -222,6 +266,23 @@ fn merge_refuses_what_does_not_belong_together_and_writes_nothing() {
         assert!(stderr(&output).contains(expected), "{}", stderr(&output));
         assert!(!all.exists(), "a refused merge wrote {}", all.display());
     }
+    // A shard database that also holds a question of another shard overlaps it.
+    let stray = dir.path().join("a-stray.db");
+    std::fs::copy(&a, &stray).unwrap();
+    open(&stray)
+        .execute_batch(
+            "INSERT INTO questions(run_id, question_id, ordinal, question)
+             SELECT 1, question_id, ordinal, 'stray' FROM shard_plan WHERE shard_index = 1 LIMIT 1",
+        )
+        .unwrap();
+    let output = merge(&all, std::slice::from_ref(&stray), &[]);
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("overlaps other shards"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!all.exists());
     let output = merge(&a, std::slice::from_ref(&a), &[]);
     assert_eq!(code(&output), 2);
     assert!(

@@ -62,8 +62,22 @@ pub fn run_command(model: &Path, questions: &Path, db: &Path, extra: &[&str]) ->
         .args(extra)
         .env("RUST_LOG", "docent_eval=info,warn")
         .stdin(Stdio::null());
+    // A test run inside a cluster job must not take the job's shard for its own.
+    for name in CLUSTER_VARIABLES {
+        command.env_remove(name);
+    }
     command
 }
+
+/// What `run --shard auto` reads.
+pub const CLUSTER_VARIABLES: [&str; 6] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "JOB_COMPLETION_INDEX",
+];
 
 /// Run to completion and return the output.
 pub fn run(model: &Path, questions: &Path, db: &Path, extra: &[&str]) -> Output {

@@ -11,7 +11,8 @@ use crate::dataset::{hex_sha256, Question};
 use crate::error::{usage, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// What a question's shard is chosen by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -86,7 +87,12 @@ pub fn resolve(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ShardIndex> {
     match arg {
-        ShardArg::Fixed(shard) => Ok(shard),
+        ShardArg::Fixed(shard) => match shards.filter(|&n| n != shard.count) {
+            Some(n) => Err(usage(format!(
+                "--shards {n} disagrees with --shard {shard}; --shards is only for --shard auto"
+            ))),
+            None => Ok(shard),
+        },
         ShardArg::Auto => match (env("SLURM_ARRAY_TASK_ID"), env("JOB_COMPLETION_INDEX")) {
             (Some(task), _) => from_slurm(&task, shards, &env),
             (None, Some(index)) => from_indexed_job(&index, shards),
@@ -126,29 +132,47 @@ fn from_slurm(
         number("SLURM_ARRAY_TASK_MIN")?,
         number("SLURM_ARRAY_TASK_MAX")?,
     );
-    let step = env("SLURM_ARRAY_TASK_STEP")
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|&s| s > 0)
-        .unwrap_or(1);
-    let covers = id >= min
-        && max >= min
+    let step = match env("SLURM_ARRAY_TASK_STEP") {
+        None => 1,
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(step) if step > 0 => step,
+            _ => {
+                return Err(usage(format!(
+                    "--shard auto: SLURM_ARRAY_TASK_STEP={text} is not a positive number; run under sbatch --array=0-(N-1)"
+                )))
+            }
+        },
+    };
+    // In u64, so that hostile values cannot overflow.
+    let (id, count, min, max, step) = (
+        u64::from(id),
+        u64::from(count),
+        u64::from(min),
+        u64::from(max),
+        u64::from(step),
+    );
+    let covers = count >= 1
+        && min <= id
+        && id <= max
         && (max - min).is_multiple_of(step)
         && (id - min).is_multiple_of(step)
         && (max - min) / step + 1 == count;
     if !covers {
         return Err(usage(format!(
-            "--shard auto: the Slurm array has {count} tasks between {min} and {max} (step {step}), so its indices have gaps and the shards would not cover the set; submit it as --array=0-{} (a %limit is fine)",
+            "--shard auto: Slurm array task {id} of {count} tasks between {min} and {max} (step {step}) does not number the tasks 0 to N-1 without gaps, so the shards would not cover the set; submit it as --array=0-{} (a %limit is fine)",
             count.saturating_sub(1)
         )));
     }
-    if let Some(n) = shards.filter(|&n| n != count) {
+    let (index, count) = ((id - min) / step, count);
+    if let Some(n) = shards.filter(|&n| u64::from(n) != count) {
         return Err(usage(format!(
             "--shards {n} disagrees with the Slurm array's {count} tasks; drop --shards under Slurm"
         )));
     }
+    // Both fit: index < count, and count is a u32 environment value.
     Ok(ShardIndex {
-        index: (id - min) / step,
-        count,
+        index: index as u32,
+        count: count as u32,
     })
 }
 
@@ -177,14 +201,20 @@ pub fn partition(questions: &[Question], key: ShardKey, count: u32) -> Vec<u32> 
     let mut order: Vec<(&[u8; 32], &Vec<usize>)> = groups.iter().collect();
     // Largest groups first (they are the hard ones to balance), then by hash: no input order.
     order.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
-    let mut load = vec![0usize; count.max(1) as usize];
+    // The lightest shard, ties to the lowest index. Only the first `groups` shards can receive a
+    // group, so a huge N (a typo) costs nothing.
+    let used = (count.max(1) as usize).min(order.len().max(1));
+    let mut lightest: BinaryHeap<Reverse<(usize, u32)>> =
+        (0..used as u32).map(|s| Reverse((0, s))).collect();
     let mut shard_of = vec![0u32; questions.len()];
     for (_, members) in order {
-        let lightest = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
-        load[lightest] += members.len();
+        let Some(Reverse((load, shard))) = lightest.pop() else {
+            break;
+        };
         for &i in members {
-            shard_of[i] = lightest as u32;
+            shard_of[i] = shard;
         }
+        lightest.push(Reverse((load + members.len(), shard)));
     }
     shard_of
 }
@@ -278,6 +308,12 @@ mod tests {
             Ok(ShardArg::Fixed(ShardIndex { index: 2, count: 4 }))
         );
         assert_eq!("AUTO".parse::<ShardArg>(), Ok(ShardArg::Auto));
+        assert!(resolve(
+            ShardArg::Fixed(ShardIndex { index: 1, count: 4 }),
+            Some(8),
+            |_| None
+        )
+        .is_err());
         for bad in ["4/4", "1/0", "x/4", "3", "-1/4", ""] {
             assert!(bad.parse::<ShardArg>().is_err(), "{bad}");
         }
@@ -357,6 +393,12 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 3, "each question in its own shard: {shards:?}");
         assert!(partition(&[], ShardKey::Id, 4).is_empty());
+        let huge = partition(&questions(5), ShardKey::Id, u32::MAX);
+        assert_eq!(
+            huge,
+            partition(&questions(5), ShardKey::Id, 5),
+            "instant, and the same"
+        );
     }
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -422,6 +464,9 @@ mod tests {
                 "not below",
             ),
             (vec![], None, "neither"),
+            (slurm("10", "4", "0", "3", "1"), None, "gaps"), // an id past MAX
+            (slurm("0", "0", "0", "4294967295", "1"), None, "gaps"), // would overflow
+            (slurm("1", "4", "0", "3", "x"), None, "STEP=x"),
         ];
         for (vars, shards, expected) in cases {
             let message = auto(&vars, shards).unwrap_err().to_string();

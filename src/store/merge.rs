@@ -7,6 +7,7 @@ use crate::config::GenerationSettings;
 use crate::error::Result;
 use crate::units::now_text;
 use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// A run as `merge` reads it: what identifies it and what the merged run takes from it.
@@ -54,6 +55,9 @@ pub struct MergeableRun {
     pub answers: i64,
     /// Of those, `ok`.
     pub ok_answers: i64,
+    /// sha256 of its answers' ids and statuses: tells apart two copies of one run with the same
+    /// counts but different answers.
+    pub answers_sha256: String,
 }
 
 /// What merging one shard run changed in the merged run.
@@ -116,10 +120,32 @@ impl Store {
                     predicted_peak_bytes: row.get(18)?,
                     answers: row.get(19)?,
                     ok_answers: row.get(20)?,
+                    answers_sha256: String::new(),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(runs)
+            .collect::<rusqlite::Result<Vec<MergeableRun>>>()?;
+        runs.into_iter()
+            .map(|run| {
+                Ok(MergeableRun {
+                    answers_sha256: self.answers_sha256(run.run_id)?,
+                    ..run
+                })
+            })
+            .collect()
+    }
+
+    /// sha256 of a run's answers as `id<TAB>status` lines in id order.
+    fn answers_sha256(&self, run_id: i64) -> Result<String> {
+        let mut statement = self.connection.prepare(
+            "SELECT question_id, status FROM answers WHERE run_id = ?1 ORDER BY question_id",
+        )?;
+        let mut hasher = Sha256::new();
+        let mut rows = statement.query(params![run_id])?;
+        while let Some(row) = rows.next()? {
+            let (id, status): (String, String) = (row.get(0)?, row.get(1)?);
+            hasher.update(format!("{id}\t{status}\n").as_bytes());
+        }
+        Ok(format!("{:x}", hasher.finalize()))
     }
 
     /// A sharded run's partition of the whole set, in file order.
@@ -191,19 +217,16 @@ impl Store {
     /// transaction: its questions, its answers (an `ok` replaces an `error`, never the reverse),
     /// its choice scores, its memory samples (replacing those of an earlier merge of the same
     /// part), its row in `shard_parts`, and the merged run's totals and status.
-    /// `needs_choice_scores`: a multiple-choice question counts as answered only with its
-    /// choice scores (log-likelihood scoring).
     pub fn merge_part(
         &self,
         run_id: i64,
         source: &Path,
         part: &MergeableRun,
         shard_index: u32,
-        needs_choice_scores: bool,
     ) -> Result<PartCounts> {
         self.connection
             .execute("ATTACH DATABASE ?1 AS part", params![read_only_uri(source)])?;
-        let merged = self.merge_attached(run_id, source, part, shard_index, needs_choice_scores);
+        let merged = self.merge_attached(run_id, source, part, shard_index);
         let detached = self.connection.execute_batch("DETACH DATABASE part");
         let counts = merged?;
         detached?;
@@ -218,7 +241,6 @@ impl Store {
         source: &Path,
         part: &MergeableRun,
         shard_index: u32,
-        needs_choice_scores: bool,
     ) -> Result<PartCounts> {
         let tx = rusqlite::Transaction::new_unchecked(
             &self.connection,
@@ -231,38 +253,12 @@ impl Store {
                 ..PartCounts::default()
             });
         }
-        let part_id: i64 = tx.query_row(
-            "INSERT INTO shard_parts(run_id, shard_index, host, source_started_at, source_path,
-                                     source_run_id, status, status_reason, finished_at, active_ms,
-                                     sessions, question_count, answers, ok_answers, merged_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-             ON CONFLICT(run_id, shard_index, host, source_started_at) DO UPDATE SET
-                 source_path = excluded.source_path, source_run_id = excluded.source_run_id,
-                 status = excluded.status, status_reason = excluded.status_reason,
-                 finished_at = excluded.finished_at, active_ms = excluded.active_ms,
-                 sessions = excluded.sessions, question_count = excluded.question_count,
-                 answers = excluded.answers, ok_answers = excluded.ok_answers,
-                 merged_at = excluded.merged_at
-             RETURNING id",
-            params![
-                run_id,
-                shard_index,
-                part.host,
-                part.started_at,
-                source.display().to_string(),
-                part.run_id,
-                part.status.as_str(),
-                part.status_reason,
-                part.finished_at,
-                part.active_ms,
-                part.sessions,
-                part.question_count,
-                part.answers,
-                part.ok_answers,
-                now_text()
-            ],
-            |row| row.get(0),
-        )?;
+        // The part's row and memory samples follow the furthest-along copy of the shard run: an
+        // older snapshot merged after the final file adds answers it alone has, nothing else.
+        let part_id = match newest_copy(&tx, run_id, part, shard_index)? {
+            true => Some(upsert_part(&tx, run_id, source, part, shard_index)?),
+            false => None,
+        };
         tx.execute(
             "INSERT OR IGNORE INTO questions(run_id, question_id, ordinal, question, reference,
                                              answer_index, choices_json, category, context, extra_json)
@@ -286,6 +282,15 @@ impl Store {
                     unchanged: row.get(2)?,
                 })
             },
+        )?;
+        // An ok answer about to replace an error brings its own run's choice scores
+        // (`--mc-scoring both`), so the answer and its scores come from one shard run.
+        tx.execute(
+            "DELETE FROM main.choice_scores WHERE run_id = ?1 AND question_id IN (
+                 SELECT p.question_id FROM part.answers p
+                 JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
+                 WHERE p.run_id = ?2 AND m.status = 'error' AND p.status = 'ok')",
+            params![run_id, part.run_id],
         )?;
         // `WHERE true` lets SQLite parse the upsert after a SELECT (its documented ambiguity).
         tx.execute(
@@ -326,37 +331,23 @@ impl Store {
                    WHERE c.run_id = ?1 AND c.question_id = s.question_id)",
             params![run_id, part.run_id],
         )?;
-        tx.execute(
-            "DELETE FROM main.memory_samples WHERE run_id = ?1 AND shard_part_id = ?2",
-            params![run_id, part_id],
-        )?;
-        tx.execute(
-            "INSERT INTO main.memory_samples(run_id, at, rss_bytes, ram_used_bytes, ram_total_bytes,
-                 swap_used_bytes, swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes,
-                 gpu_util_pct, shard_part_id)
-             SELECT ?1, at, rss_bytes, ram_used_bytes, ram_total_bytes, swap_used_bytes,
-                    swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes, gpu_util_pct, ?3
-             FROM part.memory_samples WHERE run_id = ?2",
-            params![run_id, part.run_id, part_id],
-        )?;
-        refresh_merged_run(&tx, run_id, part, needs_choice_scores)?;
+        if let Some(part_id) = part_id {
+            replace_memory_samples(&tx, run_id, part, part_id)?;
+        }
+        refresh_merged_run(&tx, run_id, part)?;
         tx.commit()?;
         Ok(counts)
     }
 
     /// The planned questions of merged run `run_id` without a complete answer, by shard and
     /// file order.
-    pub fn missing_questions(
-        &self,
-        run_id: i64,
-        needs_choice_scores: bool,
-    ) -> Result<Vec<MissingQuestion>> {
+    pub fn missing_questions(&self, run_id: i64) -> Result<Vec<MissingQuestion>> {
         let sql = format!(
             "SELECT p.shard_index, p.question_id {MISSING_FROM} ORDER BY p.shard_index, p.ordinal"
         );
         let mut statement = self.connection.prepare(&sql)?;
         let missing = statement
-            .query_map(params![run_id, needs_choice_scores], |row| {
+            .query_map(params![run_id], |row| {
                 Ok(MissingQuestion {
                     shard_index: row.get(0)?,
                     question_id: row.get(1)?,
@@ -415,19 +406,108 @@ impl Store {
     }
 }
 
-/// The planned questions of merged run ?1 with no answer row, or (?2: log-likelihood scoring) a
-/// multiple-choice question without its choice scores.
+/// The planned questions of merged run ?1 with no answer row: what a run counts as unfinished
+/// (a question log-likelihood scoring refused has its `error` row, as in any run).
 const MISSING_FROM: &str = "FROM shard_plan p
-     LEFT JOIN answers a   ON a.run_id = p.run_id AND a.question_id = p.question_id
-     LEFT JOIN questions q ON q.run_id = p.run_id AND q.question_id = p.question_id
-     WHERE p.run_id = ?1
-       AND (a.id IS NULL
-            OR (?2 AND q.choices_json IS NOT NULL AND q.answer_index IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM choice_scores c
-                                WHERE c.run_id = p.run_id AND c.question_id = p.question_id)))";
+     LEFT JOIN answers a ON a.run_id = p.run_id AND a.question_id = p.question_id
+     WHERE p.run_id = ?1 AND a.id IS NULL";
 
-/// Whether this part was merged before in the state it is in now (same answer and ok counts,
-/// status, sessions and generation time): merging it again would change nothing.
+/// The part's memory samples, replacing those an earlier merge of it copied.
+fn replace_memory_samples(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    part: &MergeableRun,
+    part_id: i64,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM main.memory_samples WHERE run_id = ?1 AND shard_part_id = ?2",
+        params![run_id, part_id],
+    )?;
+    tx.execute(
+        "INSERT INTO main.memory_samples(run_id, at, rss_bytes, ram_used_bytes, ram_total_bytes,
+             swap_used_bytes, swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes,
+             gpu_util_pct, shard_part_id)
+         SELECT ?1, at, rss_bytes, ram_used_bytes, ram_total_bytes, swap_used_bytes,
+                swap_total_bytes, gpu_index, gpu_used_bytes, gpu_total_bytes, gpu_util_pct, ?3
+         FROM part.memory_samples WHERE run_id = ?2",
+        params![run_id, part.run_id, part_id],
+    )?;
+    Ok(())
+}
+
+/// Record (or update) the part's row in `shard_parts`; returns its id.
+fn upsert_part(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    source: &Path,
+    part: &MergeableRun,
+    shard_index: u32,
+) -> Result<i64> {
+    Ok(tx.query_row(
+        "INSERT INTO shard_parts(run_id, shard_index, host, source_started_at, source_path,
+                                     source_run_id, status, status_reason, finished_at, active_ms,
+                                     sessions, question_count, answers, ok_answers, answers_sha256,
+                                     merged_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT(run_id, shard_index, host, source_started_at) DO UPDATE SET
+                 source_path = excluded.source_path, source_run_id = excluded.source_run_id,
+                 status = excluded.status, status_reason = excluded.status_reason,
+                 finished_at = excluded.finished_at, active_ms = excluded.active_ms,
+                 sessions = excluded.sessions, question_count = excluded.question_count,
+                 answers = excluded.answers, ok_answers = excluded.ok_answers,
+                 answers_sha256 = excluded.answers_sha256,
+                 merged_at = excluded.merged_at
+             RETURNING id",
+        params![
+            run_id,
+            shard_index,
+            part.host,
+            part.started_at,
+            source.display().to_string(),
+            part.run_id,
+            part.status.as_str(),
+            part.status_reason,
+            part.finished_at,
+            part.active_ms,
+            part.sessions,
+            part.question_count,
+            part.answers,
+            part.ok_answers,
+            part.answers_sha256,
+            now_text()
+        ],
+        |row| row.get(0),
+    )?)
+}
+
+/// Whether `part` is at least as far along as the copy of it merged before (none merged yet
+/// counts): as many answers, ok answers, sessions and generation time, or more.
+fn newest_copy(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    part: &MergeableRun,
+    shard_index: u32,
+) -> Result<bool> {
+    let merged: Option<(i64, i64, i64, i64)> = tx
+        .query_row(
+            "SELECT answers, ok_answers, sessions, active_ms FROM shard_parts
+             WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4",
+            params![run_id, shard_index, part.host, part.started_at],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    Ok(
+        merged.is_none_or(|(answers, ok_answers, sessions, active_ms)| {
+            part.answers >= answers
+                && part.ok_answers >= ok_answers
+                && part.sessions >= sessions
+                && part.active_ms >= active_ms
+        }),
+    )
+}
+
+/// Whether this part was merged before in the state it is in now (the same answers and
+/// statuses, status, sessions and generation time): merging it again would change nothing.
 fn already_merged(
     tx: &rusqlite::Transaction<'_>,
     run_id: i64,
@@ -439,7 +519,7 @@ fn already_merged(
             "SELECT 1 FROM shard_parts
              WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4
                AND answers = ?5 AND status = ?6 AND sessions = ?7 AND active_ms = ?8
-               AND finished_at IS ?9 AND ok_answers = ?10",
+               AND finished_at IS ?9 AND ok_answers = ?10 AND answers_sha256 = ?11",
             params![
                 run_id,
                 shard_index,
@@ -450,7 +530,8 @@ fn already_merged(
                 part.sessions,
                 part.active_ms,
                 part.finished_at,
-                part.ok_answers
+                part.ok_answers,
+                part.answers_sha256
             ],
             |_| Ok(()),
         )
@@ -464,11 +545,10 @@ fn refresh_merged_run(
     tx: &rusqlite::Transaction<'_>,
     run_id: i64,
     part: &MergeableRun,
-    needs_choice_scores: bool,
 ) -> Result<()> {
     let missing: i64 = tx.query_row(
         &format!("SELECT COUNT(*) {MISSING_FROM}"),
-        params![run_id, needs_choice_scores],
+        params![run_id],
         |row| row.get(0),
     )?;
     tx.execute(
