@@ -224,8 +224,10 @@ impl Store {
         part: &MergeableRun,
         shard_index: u32,
     ) -> Result<PartCounts> {
-        self.connection
-            .execute("ATTACH DATABASE ?1 AS part", params![read_only_uri(source)])?;
+        self.connection.execute(
+            "ATTACH DATABASE ?1 AS part",
+            params![format!("file:{}?mode=ro", super::uri_path(source))],
+        )?;
         let merged = self.merge_attached(run_id, source, part, shard_index);
         let detached = self.connection.execute_batch("DETACH DATABASE part");
         let counts = merged?;
@@ -233,8 +235,8 @@ impl Store {
         Ok(counts)
     }
 
-    /// [`Store::merge_part`] with the shard database attached as `part`. Linear: one statement
-    /// per table, in one transaction.
+    /// [`Store::merge_part`] with the shard database attached as `part`: the part compared with
+    /// the copy of it merged before, then its rows copied, in one transaction.
     fn merge_attached(
         &self,
         run_id: i64,
@@ -246,92 +248,29 @@ impl Store {
             &self.connection,
             rusqlite::TransactionBehavior::Immediate,
         )?;
-        if already_merged(&tx, run_id, part, shard_index)? {
+        let copy = compare_with_merged(&tx, run_id, part, shard_index)?;
+        if copy == Copy::Same {
             // Nothing new since the last merge of this part: write nothing at all.
             return Ok(PartCounts {
                 unchanged: part.answers,
                 ..PartCounts::default()
             });
         }
-        // The part's row and memory samples follow the furthest-along copy of the shard run: an
-        // older snapshot merged after the final file adds answers it alone has, nothing else.
-        let part_id = match newest_copy(&tx, run_id, part, shard_index)? {
-            true => Some(upsert_part(&tx, run_id, source, part, shard_index)?),
-            false => None,
-        };
-        tx.execute(
-            "INSERT OR IGNORE INTO questions(run_id, question_id, ordinal, question, reference,
-                                             answer_index, choices_json, category, context, extra_json)
-             SELECT ?1, question_id, ordinal, question, reference, answer_index, choices_json,
-                    category, context, extra_json
-             FROM part.questions WHERE run_id = ?2",
-            params![run_id, part.run_id],
-        )?;
-        let counts: PartCounts = tx.query_row(
-            "SELECT COALESCE(SUM(m.id IS NULL), 0),
-                    COALESCE(SUM(m.status = 'error' AND p.status = 'ok'), 0),
-                    COALESCE(SUM(m.id IS NOT NULL AND NOT (m.status = 'error' AND p.status = 'ok')), 0)
-             FROM part.answers p
-             LEFT JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
-             WHERE p.run_id = ?2",
-            params![run_id, part.run_id],
-            |row| {
+        let counts: PartCounts =
+            tx.query_row(COUNT_ANSWERS, params![run_id, part.run_id], |row| {
                 Ok(PartCounts {
                     added: row.get(0)?,
                     replaced_errors: row.get(1)?,
                     unchanged: row.get(2)?,
                 })
-            },
-        )?;
-        // An ok answer about to replace an error brings its own run's choice scores
-        // (`--mc-scoring both`), so the answer and its scores come from one shard run.
-        tx.execute(
-            "DELETE FROM main.choice_scores WHERE run_id = ?1 AND question_id IN (
-                 SELECT p.question_id FROM part.answers p
-                 JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
-                 WHERE p.run_id = ?2 AND m.status = 'error' AND p.status = 'ok')",
-            params![run_id, part.run_id],
-        )?;
-        // `WHERE true` lets SQLite parse the upsert after a SELECT (its documented ambiguity).
-        tx.execute(
-            "INSERT INTO main.answers(run_id, question_id, status, answer, error, finish_reason,
-                 prompt_tokens, prompt_tokens_reused, completion_tokens, queued_at, started_at,
-                 first_token_at, finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes,
-                 gpu_used_bytes, score, exact_match, f1, chosen_index, parallel_slot)
-             SELECT ?1, question_id, status, answer, error, finish_reason, prompt_tokens,
-                    prompt_tokens_reused, completion_tokens, queued_at, started_at, first_token_at,
-                    finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
-                    score, exact_match, f1, chosen_index, parallel_slot
-             FROM part.answers WHERE run_id = ?2 AND true
-             ON CONFLICT(run_id, question_id) DO UPDATE SET
-                 status = excluded.status, answer = excluded.answer, error = excluded.error,
-                 finish_reason = excluded.finish_reason, prompt_tokens = excluded.prompt_tokens,
-                 prompt_tokens_reused = excluded.prompt_tokens_reused,
-                 completion_tokens = excluded.completion_tokens, queued_at = excluded.queued_at,
-                 started_at = excluded.started_at, first_token_at = excluded.first_token_at,
-                 finished_at = excluded.finished_at, ttft_ms = excluded.ttft_ms,
-                 latency_ms = excluded.latency_ms, decode_tok_per_s = excluded.decode_tok_per_s,
-                 rss_bytes = excluded.rss_bytes, gpu_used_bytes = excluded.gpu_used_bytes,
-                 score = excluded.score, exact_match = excluded.exact_match, f1 = excluded.f1,
-                 chosen_index = excluded.chosen_index, parallel_slot = excluded.parallel_slot
-             WHERE main.answers.status = 'error' AND excluded.status = 'ok'",
-            params![run_id, part.run_id],
-        )?;
-        // A question's choice scores are written together, so a question has all or none: the
-        // first complete set merged stays.
-        tx.execute(
-            "INSERT OR IGNORE INTO main.choice_scores(run_id, question_id, choice_index, continuation,
-                 logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused,
-                 token_ids_json, token_logprobs_json, scored_at)
-             SELECT ?1, question_id, choice_index, continuation, logprob, tokens, chars, bytes,
-                    greedy, tokens_computed, tokens_reused, token_ids_json, token_logprobs_json,
-                    scored_at
-             FROM part.choice_scores s
-             WHERE s.run_id = ?2 AND NOT EXISTS (SELECT 1 FROM main.choice_scores c
-                   WHERE c.run_id = ?1 AND c.question_id = s.question_id)",
-            params![run_id, part.run_id],
-        )?;
-        if let Some(part_id) = part_id {
+            })?;
+        for statement in COPY_ROWS {
+            tx.execute(statement, params![run_id, part.run_id])?;
+        }
+        // The part's row and memory samples follow the furthest-along copy of the shard run: an
+        // older snapshot merged after the final file adds answers it alone has, nothing else.
+        if copy == Copy::Newer {
+            let part_id = upsert_part(&tx, run_id, source, part, shard_index)?;
             replace_memory_samples(&tx, run_id, part, part_id)?;
         }
         refresh_merged_run(&tx, run_id, part)?;
@@ -355,17 +294,6 @@ impl Store {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(missing)
-    }
-
-    /// The answer status of every question of a run, by id (`ok` or `error`).
-    pub fn answer_statuses(&self, run_id: i64) -> Result<Vec<(String, String)>> {
-        let mut statement = self.connection.prepare(
-            "SELECT question_id, status FROM answers WHERE run_id = ?1 ORDER BY question_id",
-        )?;
-        let rows = statement
-            .query_map(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
     }
 
     /// The merged run for `settings` (a split) with this model and question set, if any.
@@ -393,18 +321,66 @@ impl Store {
             (recorded == *settings).then_some(id)
         }))
     }
-
-    /// Whether the database already has a run with this id (a merged run being extended).
-    pub fn has_run(&self, run_id: i64) -> Result<bool> {
-        Ok(self
-            .connection
-            .query_row("SELECT 1 FROM runs WHERE id = ?1", params![run_id], |_| {
-                Ok(())
-            })
-            .optional()?
-            .is_some())
-    }
 }
+
+/// Of a shard run's answers (?2), how many the merged run (?1) lacks, holds as an `error` that an
+/// `ok` replaces, and holds already.
+const COUNT_ANSWERS: &str = "SELECT COALESCE(SUM(m.id IS NULL), 0),
+                    COALESCE(SUM(m.status = 'error' AND p.status = 'ok'), 0),
+                    COALESCE(SUM(m.id IS NOT NULL AND NOT (m.status = 'error' AND p.status = 'ok')), 0)
+             FROM part.answers p
+             LEFT JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
+             WHERE p.run_id = ?2";
+
+/// A shard run's rows (?2 in the attached `part`) into the merged run (?1), in this order:
+/// - its questions the merged run lacks;
+/// - the choice scores of questions whose `error` answer its `ok` answer is about to replace,
+///   dropped, so the answer and its scores come from one shard run (`--mc-scoring both`);
+/// - its answers: new ones added, an `ok` replacing an `error`, never the reverse (`WHERE true`
+///   lets SQLite parse an upsert after a SELECT, its documented ambiguity);
+/// - the choice scores of questions that have none (a question's scores are written together,
+///   so it has all or none).
+const COPY_ROWS: [&str; 4] = [
+    "INSERT OR IGNORE INTO questions(run_id, question_id, ordinal, question, reference,
+                                             answer_index, choices_json, category, context, extra_json)
+             SELECT ?1, question_id, ordinal, question, reference, answer_index, choices_json,
+                    category, context, extra_json
+             FROM part.questions WHERE run_id = ?2",
+    "DELETE FROM main.choice_scores WHERE run_id = ?1 AND question_id IN (
+                 SELECT p.question_id FROM part.answers p
+                 JOIN main.answers m ON m.run_id = ?1 AND m.question_id = p.question_id
+                 WHERE p.run_id = ?2 AND m.status = 'error' AND p.status = 'ok')",
+    "INSERT INTO main.answers(run_id, question_id, status, answer, error, finish_reason,
+                 prompt_tokens, prompt_tokens_reused, completion_tokens, queued_at, started_at,
+                 first_token_at, finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes,
+                 gpu_used_bytes, score, exact_match, f1, chosen_index, parallel_slot)
+             SELECT ?1, question_id, status, answer, error, finish_reason, prompt_tokens,
+                    prompt_tokens_reused, completion_tokens, queued_at, started_at, first_token_at,
+                    finished_at, ttft_ms, latency_ms, decode_tok_per_s, rss_bytes, gpu_used_bytes,
+                    score, exact_match, f1, chosen_index, parallel_slot
+             FROM part.answers WHERE run_id = ?2 AND true
+             ON CONFLICT(run_id, question_id) DO UPDATE SET
+                 status = excluded.status, answer = excluded.answer, error = excluded.error,
+                 finish_reason = excluded.finish_reason, prompt_tokens = excluded.prompt_tokens,
+                 prompt_tokens_reused = excluded.prompt_tokens_reused,
+                 completion_tokens = excluded.completion_tokens, queued_at = excluded.queued_at,
+                 started_at = excluded.started_at, first_token_at = excluded.first_token_at,
+                 finished_at = excluded.finished_at, ttft_ms = excluded.ttft_ms,
+                 latency_ms = excluded.latency_ms, decode_tok_per_s = excluded.decode_tok_per_s,
+                 rss_bytes = excluded.rss_bytes, gpu_used_bytes = excluded.gpu_used_bytes,
+                 score = excluded.score, exact_match = excluded.exact_match, f1 = excluded.f1,
+                 chosen_index = excluded.chosen_index, parallel_slot = excluded.parallel_slot
+             WHERE main.answers.status = 'error' AND excluded.status = 'ok'",
+    "INSERT OR IGNORE INTO main.choice_scores(run_id, question_id, choice_index, continuation,
+                 logprob, tokens, chars, bytes, greedy, tokens_computed, tokens_reused,
+                 token_ids_json, token_logprobs_json, scored_at)
+             SELECT ?1, question_id, choice_index, continuation, logprob, tokens, chars, bytes,
+                    greedy, tokens_computed, tokens_reused, token_ids_json, token_logprobs_json,
+                    scored_at
+             FROM part.choice_scores s
+             WHERE s.run_id = ?2 AND NOT EXISTS (SELECT 1 FROM main.choice_scores c
+                   WHERE c.run_id = ?1 AND c.question_id = s.question_id)",
+];
 
 /// The planned questions of merged run ?1 with no answer row: what a run counts as unfinished
 /// (a question log-likelihood scoring refused has its `error` row, as in any run).
@@ -480,63 +456,63 @@ fn upsert_part(
     )?)
 }
 
-/// Whether `part` is at least as far along as the copy of it merged before (none merged yet
-/// counts): as many answers, ok answers, sessions and generation time, or more.
-fn newest_copy(
-    tx: &rusqlite::Transaction<'_>,
-    run_id: i64,
-    part: &MergeableRun,
-    shard_index: u32,
-) -> Result<bool> {
-    let merged: Option<(i64, i64, i64, i64)> = tx
-        .query_row(
-            "SELECT answers, ok_answers, sessions, active_ms FROM shard_parts
-             WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4",
-            params![run_id, shard_index, part.host, part.started_at],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )
-        .optional()?;
-    Ok(
-        merged.is_none_or(|(answers, ok_answers, sessions, active_ms)| {
-            part.answers >= answers
-                && part.ok_answers >= ok_answers
-                && part.sessions >= sessions
-                && part.active_ms >= active_ms
-        }),
-    )
+/// How a shard run compares with the copy of it merged before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// The same state (answers and statuses, status, sessions, generation time): merging it
+    /// again would change nothing.
+    Same,
+    /// Never merged, or as far along in every count or further.
+    Newer,
+    /// Behind in some count: a snapshot taken before the copy merged already.
+    Older,
 }
 
-/// Whether this part was merged before in the state it is in now (the same answers and
-/// statuses, status, sessions and generation time): merging it again would change nothing.
-fn already_merged(
+/// The copy of `part` merged before (by shard, host and start time), compared with `part`.
+fn compare_with_merged(
     tx: &rusqlite::Transaction<'_>,
     run_id: i64,
     part: &MergeableRun,
     shard_index: u32,
-) -> Result<bool> {
-    Ok(tx
+) -> Result<Copy> {
+    type Recorded = (i64, i64, i64, i64, String, Option<String>, String);
+    let recorded: Option<Recorded> = tx
         .query_row(
-            "SELECT 1 FROM shard_parts
-             WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4
-               AND answers = ?5 AND status = ?6 AND sessions = ?7 AND active_ms = ?8
-               AND finished_at IS ?9 AND ok_answers = ?10 AND answers_sha256 = ?11",
-            params![
-                run_id,
-                shard_index,
-                part.host,
-                part.started_at,
-                part.answers,
-                part.status.as_str(),
-                part.sessions,
-                part.active_ms,
-                part.finished_at,
-                part.ok_answers,
-                part.answers_sha256
-            ],
-            |_| Ok(()),
+            "SELECT answers, ok_answers, sessions, active_ms, status, finished_at, answers_sha256
+             FROM shard_parts
+             WHERE run_id = ?1 AND shard_index = ?2 AND host = ?3 AND source_started_at = ?4",
+            params![run_id, shard_index, part.host, part.started_at],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            },
         )
-        .optional()?
-        .is_some())
+        .optional()?;
+    let Some((answers, ok_answers, sessions, active_ms, status, finished_at, answers_sha256)) =
+        recorded
+    else {
+        return Ok(Copy::Newer);
+    };
+    let counts = (part.answers, part.ok_answers, part.sessions, part.active_ms);
+    if counts == (answers, ok_answers, sessions, active_ms)
+        && part.status.as_str() == status
+        && part.finished_at == finished_at
+        && part.answers_sha256 == answers_sha256
+    {
+        return Ok(Copy::Same);
+    }
+    let ahead = counts.0 >= answers
+        && counts.1 >= ok_answers
+        && counts.2 >= sessions
+        && counts.3 >= active_ms;
+    Ok(if ahead { Copy::Newer } else { Copy::Older })
 }
 
 /// The merged run's totals from its parts, and its status: `finished` once every planned
@@ -573,20 +549,4 @@ fn refresh_merged_run(
         ],
     )?;
     Ok(())
-}
-
-/// A `file:` URI that opens `path` read-only (SQLite URI syntax: `%`, `?` and `#` escaped).
-fn read_only_uri(path: &Path) -> String {
-    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut uri = String::from("file:");
-    for c in absolute.display().to_string().chars() {
-        match c {
-            '%' => uri.push_str("%25"),
-            '?' => uri.push_str("%3f"),
-            '#' => uri.push_str("%23"),
-            c => uri.push(c),
-        }
-    }
-    uri.push_str("?mode=ro");
-    uri
 }

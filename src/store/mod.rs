@@ -267,10 +267,11 @@ fn read_only_connection(path: &Path) -> Result<Connection> {
 /// `path` for a `file:` URI: the characters that URIs reserve are percent-encoded.
 fn uri_path(path: &Path) -> String {
     let mut text = String::new();
-    for byte in path.to_string_lossy().bytes() {
-        match byte {
-            b'%' | b'?' | b'#' => text.push_str(&format!("%{byte:02X}")),
-            _ => text.push(byte as char),
+    // By character: a byte at a time would turn a Korean directory name into Latin-1 mojibake.
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => text.push_str(&format!("%{:02X}", c as u32)),
+            c => text.push(c),
         }
     }
     text
@@ -486,6 +487,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_paths_escape_what_uris_reserve_and_keep_hangul() {
+        assert_eq!(
+            uri_path(Path::new("/runs/결과 #1?50%.db")),
+            "/runs/결과 %231%3F50%25.db"
+        );
+    }
 
     #[test]
     fn migrations_apply_once_and_newer_schema_is_refused() {
