@@ -362,38 +362,36 @@ fn cell_text(value: &Value) -> Option<String> {
     }
 }
 
-/// A list cell: an array, or text holding a JSON array, a Python list literal or `a | b`.
+/// A list cell: an array, or text holding a JSON array, a Python list literal or `a | b`; its
+/// items by the same rule as a `choices` array without a mapping ([`super::choice_list`]).
 fn list_value(column: &str, value: Value) -> std::result::Result<Vec<String>, String> {
     let items = match value {
         Value::Array(items) => items,
-        Value::String(text) => return Ok(list_text(&text)),
+        Value::String(text) => list_text(&text),
         other => {
             return Err(format!(
                 "column \"{column}\" must hold a list of choices, found {other}"
             ))
         }
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            cell_text(item)
-                .ok_or_else(|| format!("column \"{column}\": choice {} is not text", index + 1))
-        })
-        .collect()
+    super::choice_list(&items).map_err(|reason| format!("column \"{column}\": {reason}"))
 }
 
 /// Choices written as text: a JSON array, a Python list literal of strings (as pandas and the
-/// `datasets` library write lists to CSV), else `|`-separated.
-fn list_text(text: &str) -> Vec<String> {
+/// `datasets` library write lists to CSV), else `|`-separated. Every item is kept in its
+/// position, blank or not, for [`super::choice_list`] to judge.
+pub(crate) fn list_text(text: &str) -> Vec<Value> {
     let trimmed = text.trim();
     if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(trimmed) {
-        return items.iter().filter_map(cell_text).collect();
-    }
-    if let Some(items) = python_list(trimmed) {
         return items;
     }
-    trimmed.split('|').map(|c| c.trim().to_string()).collect()
+    if let Some(items) = python_list(trimmed) {
+        return items.into_iter().map(Value::String).collect();
+    }
+    trimmed
+        .split('|')
+        .map(|c| Value::String(c.trim().to_string()))
+        .collect()
 }
 
 /// `['a', "b's", 'c\'d']`: the strings of a Python list literal; `None` when it is not one.
@@ -599,8 +597,8 @@ mod tests {
         ] {
             assert_eq!(letter_index(text), index, "{text}");
         }
-        assert_eq!(list_text("[\"a\", \"b\"]"), ["a", "b"]);
-        assert_eq!(list_text("a | b"), ["a", "b"]);
+        assert_eq!(list_text("[\"a\", \"b\"]"), [json!("a"), json!("b")]);
+        assert_eq!(list_text("a | b"), [json!("a"), json!("b")]);
         assert_eq!(python_list("['a', 'b"), None);
         // CLIcK: only the passage is renamed; the rest is read by name.
         let click = mapping("context=paragraph");
@@ -611,6 +609,41 @@ mod tests {
             Value::Object(mapped.known),
             json!({"id": "x", "question": "Q", "context": "", "choices": ["a", "b"], "answer": "b"})
         );
+    }
+
+    #[test]
+    fn a_blank_or_null_item_in_a_mapped_list_is_refused_never_dropped() {
+        // The answer index 2 names "c"; dropping the blank item would make it name "d".
+        let m = mapping("choices=options,answer=gold:index0");
+        for options in [
+            json!("[\"a\", \"\", \"c\", \"d\"]"),
+            json!("[\"a\", null, \"c\", \"d\"]"),
+            json!("['a', ' ', 'c', 'd']"),
+            json!("a | | c | d"),
+            json!(["a", "", "c", "d"]),
+            json!(["a", null, "c", "d"]),
+        ] {
+            let record = object(json!({"question": "Q", "options": options, "gold": 2}));
+            let reason = m.apply(record).unwrap_err();
+            assert!(
+                reason.starts_with("column \"options\": choice 2 is "),
+                "{options}: {reason}"
+            );
+        }
+        let kept = m
+            .apply(object(
+                json!({"question": "Q", "options": "[\"a\", \"b\", \"c\", \"d\"]", "gold": 2}),
+            ))
+            .unwrap();
+        assert_eq!(kept.known["choices"], json!(["a", "b", "c", "d"]));
+        assert_eq!(kept.known["answer_index"], json!(2));
+        // A letter key reads the same positions.
+        let letter = mapping("choices=options,answer=gold:letter")
+            .apply(object(
+                json!({"question": "Q", "options": "[\"a\", \"\", \"c\"]", "gold": "C"}),
+            ))
+            .unwrap_err();
+        assert!(letter.contains("choice 2 is blank"), "{letter}");
     }
 
     #[test]
@@ -629,5 +662,235 @@ mod tests {
             gap.contains("column \"B\" (choice 2 of choices=A|B|C|D|E) is empty"),
             "{gap}"
         );
+    }
+
+    mod property {
+        //! `--map` texts assembled from the syntax's pieces and arbitrary text, and records of
+        //! arbitrary small values: parsing never panics and either fails with a usage error
+        //! naming `--map` or gives a mapping whose canonical text reads back as itself; applying
+        //! it never panics; and a choice list written in any form either keeps every item in its
+        //! position (the answer index names the same choice) or is refused.
+
+        use super::*;
+        use crate::alloc_probe::{largest_allocation, property_config, PARSE_ALLOCATION_LIMIT};
+        use crate::dataset::validate;
+        use crate::error::Error;
+        use proptest::prelude::*;
+        use proptest::test_runner::{TestCaseError, TestRunner};
+
+        const COLUMNS: [&str; 8] = ["q", "opts", "gold", "A", "B", "C", "choices", "answer"];
+
+        fn map_piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "question",
+                    "context",
+                    "category",
+                    "id",
+                    "choices",
+                    "answer",
+                    "=",
+                    ",",
+                    ":",
+                    "|",
+                    " ",
+                    "index0",
+                    "index1",
+                    "letter",
+                    "text",
+                    "index2",
+                    "q",
+                    "opts",
+                    "gold",
+                    "A|B|C",
+                    "A||C",
+                    "choices=opts",
+                    "answer=gold:index0",
+                    "question=q",
+                ])
+                .prop_map(String::from),
+                any::<String>(),
+            ]
+        }
+
+        fn cell() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                prop::sample::select(vec![
+                    "",
+                    " ",
+                    "a",
+                    "b",
+                    "가",
+                    "A",
+                    "(B)",
+                    "c.",
+                    "0",
+                    "1",
+                    "2",
+                    "3",
+                    "27",
+                    "-1",
+                    "[\"a\", \"\", \"c\"]",
+                    "[\"a\", \"b\"]",
+                    "[null, 1]",
+                    "['a', 'b']",
+                    "['a', '']",
+                    "a | b",
+                    "a | | b",
+                    "[",
+                    "['a",
+                    "18446744073709551616",
+                ])
+                .prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                any::<bool>().prop_map(Value::from),
+                Just(Value::Null),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(2, 16, 6, |inner| {
+                proptest::collection::vec(inner, 0..6).prop_map(Value::Array)
+            })
+        }
+
+        fn record() -> impl Strategy<Value = Map<String, Value>> {
+            proptest::collection::vec((prop::sample::select(COLUMNS.to_vec()), cell()), 0..8)
+                .prop_map(|cells| {
+                    cells
+                        .into_iter()
+                        .map(|(column, value)| (column.to_string(), value))
+                        .collect()
+                })
+        }
+
+        fn check_mapping(
+            text: &str,
+            records: &[Map<String, Value>],
+        ) -> std::result::Result<(), TestCaseError> {
+            let mapping = match from_args(Some(text), None) {
+                Ok(mapping) => mapping,
+                Err(error) => {
+                    match error.downcast_ref::<Error>() {
+                        Some(Error::Usage(message)) => prop_assert!(
+                            message.starts_with("--map ") || message.contains("mapping is empty"),
+                            "{message}"
+                        ),
+                        _ => prop_assert!(false, "untyped error: {error:#}"),
+                    }
+                    return Ok(());
+                }
+            };
+            let Some(mapping) = mapping else {
+                return Err(TestCaseError::fail("--map given but no mapping"));
+            };
+            let canonical = mapping.to_string();
+            let read_back = Mapping::try_from(canonical.clone());
+            prop_assert_eq!(read_back, Ok(mapping.clone()), "{}", canonical);
+            for record in records {
+                let (mapped, largest) = largest_allocation(|| mapping.apply(record.clone()));
+                prop_assert!(
+                    largest <= PARSE_ALLOCATION_LIMIT,
+                    "an allocation of {largest} bytes"
+                );
+                let Ok(mapped) = mapped else {
+                    continue;
+                };
+                if let Ok(question) = validate(mapped, 1, 1) {
+                    if let (Some(choices), Some(index)) = (&question.choices, question.answer_index)
+                    {
+                        prop_assert_eq!(question.reference.as_ref(), Some(&choices[index]));
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn property_mapping_parser_and_apply_never_panic() {
+            let mut runner = TestRunner::new(property_config(1000));
+            let case = (
+                proptest::collection::vec(map_piece(), 0..12),
+                proptest::collection::vec(record(), 0..4),
+            );
+            runner
+                .run(&case, |(pieces, records)| {
+                    check_mapping(&pieces.concat(), &records)
+                })
+                .unwrap();
+        }
+
+        /// How a list of choices is written in a cell.
+        #[derive(Debug, Clone, Copy)]
+        enum Written {
+            Array,
+            JsonText,
+            PythonText,
+            PipeText,
+        }
+
+        fn written(items: &[Option<String>], form: Written) -> Value {
+            let strings = || items.iter().map(|i| i.clone().unwrap_or_default());
+            match form {
+                Written::Array => Value::from(items.to_vec()),
+                Written::JsonText => Value::from(Value::from(items.to_vec()).to_string()),
+                Written::PythonText => Value::from(format!(
+                    "[{}]",
+                    strings()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Written::PipeText => Value::from(strings().collect::<Vec<_>>().join(" | ")),
+            }
+        }
+
+        #[test]
+        fn property_a_mapped_list_keeps_positions_or_is_refused() {
+            let item = prop_oneof![
+                Just(None),
+                prop::sample::select(vec!["", " ", "a", "b", "가 나", "c", "0"])
+                    .prop_map(|s| Some(s.to_string())),
+            ];
+            let form = prop_oneof![
+                Just(Written::Array),
+                Just(Written::JsonText),
+                Just(Written::PythonText),
+                Just(Written::PipeText),
+            ];
+            let case = (proptest::collection::vec(item, 1..8), form, 0usize..9);
+            let mut runner = TestRunner::new(property_config(1000));
+            let mapping = from_args(Some("choices=opts,answer=gold:index0"), None)
+                .unwrap()
+                .unwrap();
+            runner
+                .run(&case, |(items, form, gold)| {
+                    let record: Map<String, Value> = [
+                        ("question".to_string(), Value::from("Q")),
+                        ("opts".to_string(), written(&items, form)),
+                        ("gold".to_string(), Value::from(gold)),
+                    ]
+                    .into_iter()
+                    .collect();
+                    let question = mapping.apply(record).and_then(|m| validate(m, 1, 1));
+                    let blank = items
+                        .iter()
+                        .any(|i| i.as_deref().is_none_or(|s| s.trim().is_empty()));
+                    match question {
+                        Ok(question) => {
+                            prop_assert!(!blank, "{items:?} {form:?} accepted");
+                            let chosen = items[gold].as_deref().map(str::trim);
+                            prop_assert_eq!(question.reference.as_deref(), chosen);
+                        }
+                        Err(reason) => prop_assert!(
+                            blank || items.len() < 2 || gold >= items.len(),
+                            "{items:?} {form:?} {gold}: {reason}"
+                        ),
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
     }
 }

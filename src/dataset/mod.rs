@@ -369,21 +369,11 @@ fn duplicate_header(headers: &csv::StringRecord) -> Option<String> {
     })
 }
 
-/// CSV cells are text; `choices` may hold a JSON array or `|`-separated options, and
-/// `answer_index` a number.
+/// CSV cells are text; `choices` may hold a list written as text (read as a mapped list column
+/// is, [`mapping::list_text`]), and `answer_index` a number.
 fn csv_cell(header: &str, cell: &str) -> Value {
     match header {
-        "choices" => {
-            if let Ok(value @ Value::Array(_)) = serde_json::from_str::<Value>(cell) {
-                value
-            } else {
-                Value::Array(
-                    cell.split('|')
-                        .map(|c| Value::String(c.trim().to_string()))
-                        .collect(),
-                )
-            }
-        }
+        "choices" => Value::Array(mapping::list_text(cell)),
         "answer_index" => cell
             .trim()
             .parse::<u64>()
@@ -427,6 +417,34 @@ fn without_nul(question: Question) -> std::result::Result<Question, String> {
         }
     }
     Ok(question)
+}
+
+/// The one rule for a list of choices, with or without a column mapping and whatever form the
+/// list was written in: every item is non-empty text or a number, kept in its position. A blank
+/// or null item is refused, not dropped: dropping it would move every later choice, and an
+/// answer given by index or letter would then name a different choice.
+pub(crate) fn choice_list(items: &[Value]) -> std::result::Result<Vec<String>, String> {
+    let choices = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::String(_) => Err(format!(
+                "choice {} is blank; every choice must be non-empty text (a blank choice would move the answer key)",
+                index + 1
+            )),
+            other => Err(format!(
+                "choice {} is {}; every choice must be non-empty text",
+                index + 1,
+                json_kind(other)
+            )),
+        })
+        .collect::<std::result::Result<Vec<String>, String>>()?;
+    if choices.len() < 2 {
+        return Err("\"choices\" needs at least two options".to_string());
+    }
+    Ok(choices)
 }
 
 fn optional_text(
@@ -478,20 +496,7 @@ fn validate(mapped: Mapped, line: usize, ordinal: usize) -> std::result::Result<
     let context = optional_text(&object, "context")?;
     let choices = match object.get("choices") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let mut choices = Vec::with_capacity(items.len());
-            for (index, item) in items.iter().enumerate() {
-                match item {
-                    Value::String(s) if !s.trim().is_empty() => choices.push(s.trim().to_string()),
-                    Value::Number(n) => choices.push(n.to_string()),
-                    _ => return Err(format!("choice {} must be non-empty text", index + 1)),
-                }
-            }
-            if choices.len() < 2 {
-                return Err("\"choices\" needs at least two options".to_string());
-            }
-            Some(choices)
-        }
+        Some(Value::Array(items)) => Some(choice_list(items)?),
         Some(other) => {
             return Err(format!(
                 "\"choices\" must be an array of strings, found {}",
@@ -695,6 +700,21 @@ mod tests {
             ),
             (
                 "q.jsonl",
+                b"{\"question\":\"x\",\"choices\":[\"a\",\"\",\"c\",\"d\"],\"answer_index\":2}\n",
+                "q.jsonl:1: choice 2 is blank",
+            ),
+            (
+                "q.csv",
+                b"question,choices,answer_index\nx,\"[\"\"a\"\",null,\"\"c\"\"]\",2\n",
+                "q.csv:2: choice 2 is null",
+            ),
+            (
+                "q.csv",
+                b"question,choices,answer_index\nx,a | | c,2\n",
+                "q.csv:2: choice 2 is blank",
+            ),
+            (
+                "q.jsonl",
                 b"{\"question\":\"x\",\"id\":[1]}\n",
                 "\"id\" must be",
             ),
@@ -712,6 +732,30 @@ mod tests {
                 "{name} {:?}: expected {expected:?} in {found:?}",
                 String::from_utf8_lossy(content)
             );
+        }
+    }
+
+    #[test]
+    fn a_mapped_list_with_a_blank_item_is_refused_naming_the_line() {
+        let (_dir, path) = write(
+            "q.csv",
+            b"query,options,gold\nQ1,\"[\"\"a\"\",\"\"b\"\"]\",1\nQ2,\"[\"\"a\"\",\"\"\"\",\"\"c\"\",\"\"d\"\"]\",2\n",
+        );
+        let mapping = mapping::from_args(
+            Some("question=query,choices=options,answer=gold:index0"),
+            None,
+        )
+        .unwrap();
+        let error = load_mapped(&path, mapping.as_ref()).unwrap_err();
+        match error.downcast_ref::<Error>() {
+            Some(Error::InvalidQuestions(found)) => assert_eq!(
+                found,
+                &[format!(
+                    "{}:3: column \"options\": choice 2 is blank; every choice must be non-empty text (a blank choice would move the answer key)",
+                    path.display()
+                )]
+            ),
+            other => panic!("expected InvalidQuestions, got {other:?}"),
         }
     }
 
