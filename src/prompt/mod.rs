@@ -11,8 +11,24 @@ use crate::error::{usage, Error, Result};
 use std::path::Path;
 use template::PromptTemplate;
 
-/// Most choices letter labels can name (A to Z).
+/// Most choices letter scoring scores by label (A to Z). Past Z a label is two letters, and the
+/// log-likelihood of `AA` is at most that of its first letter `A`, so a longer label could never
+/// win on the model's merit.
 pub const MAX_LETTER_CHOICES: usize = 26;
+
+/// The label of the choice at 0-based `index`, wherever labels are shown or scored: `A` to `Z`,
+/// then `AA`, `AB`, … as spreadsheet columns are named, so labels never run out.
+pub fn choice_label(index: usize) -> String {
+    let mut letters = Vec::new();
+    // Bijective base 26: 1 is A, 26 is Z, 27 is AA. u128 so that usize::MAX + 1 fits.
+    let mut number = index as u128 + 1;
+    while number > 0 {
+        number -= 1;
+        letters.push(char::from(b'A' + (number % 26) as u8));
+        number /= 26;
+    }
+    letters.iter().rev().collect()
+}
 
 /// The passage (if any), a blank line, and the question.
 fn passage_and_question(question: &Question) -> String {
@@ -64,10 +80,7 @@ pub fn loglik_message(question: &Question, style: McContinuation) -> Option<(Str
             if choices.len() > MAX_LETTER_CHOICES {
                 return None;
             }
-            let labels: Vec<String> = (b'A'..=b'Z')
-                .take(choices.len())
-                .map(|b| char::from(b).to_string())
-                .collect();
+            let labels: Vec<String> = (0..choices.len()).map(choice_label).collect();
             message.push('\n');
             for (label, choice) in labels.iter().zip(choices) {
                 message.push_str(&format!("\n{label}. {}", choice.trim()));
@@ -89,6 +102,18 @@ pub fn loglik_message(question: &Question, style: McContinuation) -> Option<(Str
 pub struct Prompter {
     template: Option<PromptTemplate>,
     label: Option<String>,
+    /// Whether choices are scored by their labels (log-likelihood scoring, letter continuations).
+    scores_letters: bool,
+}
+
+/// Why a question with `count` choices cannot be scored by label, if it cannot.
+fn too_many_for_letters(count: usize) -> std::result::Result<(), String> {
+    if count <= MAX_LETTER_CHOICES {
+        return Ok(());
+    }
+    Err(format!(
+        "{count} choices are more than letter scoring can label (A to Z; a two-letter label such as AA would score below its first letter); use --mc-continuation text"
+    ))
 }
 
 impl Prompter {
@@ -103,6 +128,8 @@ impl Prompter {
         Ok(Prompter {
             template,
             label: settings.mc_label.clone(),
+            scores_letters: settings.mc_scoring.scores_choices()
+                && settings.mc_continuation == McContinuation::Letter,
         })
     }
 
@@ -122,11 +149,8 @@ impl Prompter {
         style: McContinuation,
     ) -> std::result::Result<(String, Vec<String>), String> {
         let choices = question.choices.as_deref().unwrap_or_default();
-        if style == McContinuation::Letter && choices.len() > MAX_LETTER_CHOICES {
-            return Err(format!(
-                "{} choices are more than letter labels can name; use --mc-continuation text",
-                choices.len()
-            ));
+        if style == McContinuation::Letter {
+            too_many_for_letters(choices.len())?;
         }
         let (message, continuations) = match &self.template {
             Some(template) => (
@@ -138,23 +162,31 @@ impl Prompter {
         if style == McContinuation::Text {
             return Ok((message, continuations));
         }
-        let labels = ('A'..='Z')
-            .take(choices.len())
-            .map(|letter| match &self.label {
-                Some(form) => form.replace(LETTER, &letter.to_string()),
-                None => letter.to_string(),
+        let labels = (0..choices.len())
+            .map(|index| match &self.label {
+                Some(form) => form.replace(LETTER, &choice_label(index)),
+                None => choice_label(index),
             })
             .collect();
         Ok((message, labels))
     }
 
-    /// Every question's user message renders: a template that asks for what a question lacks is
-    /// an input error naming the question file's line, found before anything is written.
+    /// Every question's user message renders, and with letter scoring every question's choices
+    /// have labels it can score: a template that asks for what a question lacks, or a question
+    /// with more than [`MAX_LETTER_CHOICES`] choices scored by letter, is an input error naming
+    /// the question file's line, found before anything is written.
     pub fn check(&self, path: &Path, questions: &[Question]) -> Result<()> {
         let problems: Vec<String> = questions
             .iter()
             .filter_map(|q| {
-                self.user_message(q)
+                let count = q.choices.as_ref().map_or(0, Vec::len);
+                let scored = if self.scores_letters {
+                    too_many_for_letters(count)
+                } else {
+                    Ok(())
+                };
+                scored
+                    .and_then(|()| self.user_message(q).map(drop))
                     .err()
                     .map(|reason| format!("{}:{}: {reason}", path.display(), q.line))
             })
@@ -169,6 +201,7 @@ impl Prompter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{McScoring, TemplateRecord};
     use serde_json::Map;
 
     #[test]
@@ -197,6 +230,111 @@ mod tests {
             ..question
         };
         assert!(user_message(&english).contains("Answer with the number"));
+    }
+
+    #[test]
+    fn labels_run_past_z_as_spreadsheet_columns_do() {
+        let labels: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702, 18_277, 18_278]
+            .into_iter()
+            .map(choice_label)
+            .collect();
+        assert_eq!(
+            labels,
+            ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA", "ZZZ", "AAAA"]
+        );
+        assert_eq!(choice_label(usize::MAX).len(), 14);
+    }
+
+    fn thirty_choices() -> Question {
+        Question {
+            id: "q30".into(),
+            line: 7,
+            question: "Which?".into(),
+            choices: Some((1..=30).map(|n| format!("c{n}")).collect()),
+            answer_index: Some(28),
+            reference: Some("c29".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_template_shows_every_choice_and_letter_scoring_refuses_more_than_z_naming_the_line() {
+        let template = |scoring, continuation| GenerationSettings {
+            template: Some(TemplateRecord {
+                sha256: String::new(),
+                text: "{{question}}\n{{choices}}".into(),
+            }),
+            mc_scoring: scoring,
+            mc_continuation: continuation,
+            ..Default::default()
+        };
+        let question = thirty_choices();
+        let path = Path::new("q.jsonl");
+        let generate =
+            Prompter::new(&template(McScoring::Generate, McContinuation::Letter)).unwrap();
+        generate
+            .check(path, std::slice::from_ref(&question))
+            .unwrap();
+        let message = generate.user_message(&question).unwrap();
+        assert!(message.contains("\nAC. c29\nAD. c30"), "{message}");
+        let text = Prompter::new(&template(McScoring::Loglik, McContinuation::Text)).unwrap();
+        text.check(path, std::slice::from_ref(&question)).unwrap();
+        let (message, continuations) = text
+            .loglik_message(&question, McContinuation::Text)
+            .unwrap();
+        assert!(message.contains("\nAC. c29"), "{message}");
+        assert_eq!(continuations[28], "c29");
+        let letters = Prompter::new(&template(McScoring::Loglik, McContinuation::Letter)).unwrap();
+        let error = letters
+            .check(path, std::slice::from_ref(&question))
+            .unwrap_err();
+        match error.downcast_ref::<Error>() {
+            Some(Error::InvalidQuestions(problems)) => {
+                assert_eq!(problems.len(), 1);
+                assert!(
+                    problems[0].starts_with(
+                        "q.jsonl:7: 30 choices are more than letter scoring can label"
+                    ),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("expected InvalidQuestions, got {other:?}"),
+        }
+        let both = Prompter::new(&GenerationSettings {
+            mc_scoring: McScoring::Both,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(both.check(path, &[question]).is_err());
+    }
+
+    #[test]
+    fn letter_scoring_scores_the_labels_the_prompt_shows() {
+        let question = Question {
+            choices: Some((1..=26).map(|n| format!("c{n}")).collect()),
+            ..thirty_choices()
+        };
+        let labelled = Prompter::new(&GenerationSettings {
+            template: Some(TemplateRecord {
+                sha256: String::new(),
+                text: "{{choices}}".into(),
+            }),
+            mc_scoring: McScoring::Loglik,
+            mc_label: Some(format!("({LETTER})")),
+            ..Default::default()
+        })
+        .unwrap();
+        let (message, labels) = labelled
+            .loglik_message(&question, McContinuation::Letter)
+            .unwrap();
+        for (index, label) in labels.iter().enumerate() {
+            let shown = choice_label(index);
+            assert_eq!(label, &format!("({shown})"));
+            assert!(message.contains(&format!("{shown}. c{}", index + 1)));
+        }
+        let (message, labels) = loglik_message(&question, McContinuation::Letter).unwrap();
+        assert_eq!(labels[25], "Z");
+        assert!(message.contains("\nZ. c26\n"), "{message}");
     }
 
     #[test]

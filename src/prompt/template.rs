@@ -5,18 +5,35 @@
 //! - `{{question}}`, `{{context}}`, `{{category}}`, `{{id}}`: the question's fields (an absent
 //!   context or category is empty text);
 //! - `{{A}}` … `{{Z}}`: the choice with that letter; `{{choices}}`: every choice on its own line
-//!   as `A. text`;
+//!   as `A. text`, labelled past `Z` as `AA`, `AB`, … ([`super::choice_label`]);
 //! - `{{name.strip()}}`: the same without leading and trailing white space;
 //! - `{% if name %}…{% else %}…{% endif %}`: text used only when the field is not empty.
 //!
 //! The file's last line break is not part of the prompt (a file ends with one; prompts such as
 //! KMMLU's end with `정답：`). A template is checked when it is read, and against every question
 //! before anything is written, so a mistake is an input error naming the file and its line.
+//!
+//! A template is bounded: at most [`MAX_TEMPLATE_BYTES`] of text, `{% if %}` nested at most
+//! [`MAX_IF_DEPTH`] deep, and a rendered prompt of at most [`MAX_RENDERED_BYTES`]. Parsing and
+//! rendering take time linear in the template and the prompt.
 
 pub use crate::config::TemplateRecord;
 use crate::dataset::Question;
 use crate::error::{usage, Result};
+use std::io::Read;
 use std::path::Path;
+
+/// Most bytes of template text: a benchmark's prompt is a few hundred bytes; this leaves room
+/// for a long few-shot prompt written out by hand.
+pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
+
+/// Deepest nesting of `{% if %}`: real templates nest one or two deep. The bound keeps the
+/// recursive parser, renderer and drop within a small stack.
+pub const MAX_IF_DEPTH: usize = 32;
+
+/// Largest rendered prompt: far more text than any model's context holds (a few bytes a token),
+/// far less than a template repeating a long passage thousands of times would ask for.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
 
 /// Names a placeholder may use besides the letters A–Z.
 const FIELDS: [&str; 5] = ["question", "context", "category", "id", "choices"];
@@ -43,12 +60,26 @@ enum Node {
 
 /// Read `--template FILE`: its text (last line break dropped) with its sha256, checked.
 pub fn load(path: &Path) -> Result<TemplateRecord> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         usage(format!(
             "--template {} cannot be read ({e}); check the path (the file must be UTF-8)",
             path.display()
         ))
-    })?;
+    };
+    // Past the limit and a last line break (\r\n), one more byte tells that the file is too long.
+    let most = MAX_TEMPLATE_BYTES + 2;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(most as u64 + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() > most {
+        return Err(usage(format!(
+            "--template {} is longer than {MAX_TEMPLATE_BYTES} bytes; a prompt template is a few hundred bytes",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let text = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
@@ -65,7 +96,19 @@ pub fn load(path: &Path) -> Result<TemplateRecord> {
 impl PromptTemplate {
     /// Parse template text; the error is the 1-based line and the reason.
     pub fn parse(text: &str) -> std::result::Result<PromptTemplate, (usize, String)> {
-        let mut parser = Parser { text, at: 0 };
+        if text.len() > MAX_TEMPLATE_BYTES {
+            return Err((
+                line_of(text, MAX_TEMPLATE_BYTES),
+                format!(
+                    "the template is longer than {MAX_TEMPLATE_BYTES} bytes; a prompt template is a few hundred bytes"
+                ),
+            ));
+        }
+        let mut parser = Parser {
+            text,
+            at: 0,
+            depth: 0,
+        };
         let (nodes, end) = parser.nodes()?;
         match end {
             None => Ok(PromptTemplate { nodes }),
@@ -81,6 +124,9 @@ impl PromptTemplate {
     pub fn render(&self, question: &Question) -> std::result::Result<String, String> {
         let mut out = String::new();
         render_nodes(&self.nodes, question, &mut out)?;
+        if out.len() > MAX_RENDERED_BYTES {
+            return Err(too_long(out.len()));
+        }
         Ok(out)
     }
 }
@@ -96,18 +142,47 @@ fn render_nodes(
             Node::Field { name, strip } => {
                 let value = field(question, name)?;
                 out.push_str(if *strip { value.trim() } else { &value });
+                // Checked as it grows, so a template cannot make a prompt of gigabytes first.
+                if out.len() > MAX_RENDERED_BYTES {
+                    return Err(too_long(out.len()));
+                }
             }
             Node::If {
                 name,
                 then,
                 otherwise,
             } => {
-                let set = field(question, name).is_ok_and(|v| !v.trim().is_empty());
-                render_nodes(if set { then } else { otherwise }, question, out)?;
+                let branch = if is_set(question, name) {
+                    then
+                } else {
+                    otherwise
+                };
+                render_nodes(branch, question, out)?;
             }
         }
     }
     Ok(())
+}
+
+fn too_long(bytes: usize) -> String {
+    format!(
+        "the template makes a prompt of at least {bytes} bytes, more than the {MAX_RENDERED_BYTES} bytes a prompt may have; repeat long fields less often"
+    )
+}
+
+/// Whether the field is not empty, without building its text: a template testing a long field
+/// thousands of times costs nothing per test.
+fn is_set(question: &Question, name: &str) -> bool {
+    let filled = |text: Option<&String>| text.is_some_and(|t| !t.trim().is_empty());
+    let choices = question.choices.as_deref().unwrap_or_default();
+    match name {
+        "question" => filled(Some(&question.question)),
+        "context" => filled(question.context.as_ref()),
+        "category" => filled(question.category.as_ref()),
+        "id" => filled(Some(&question.id)),
+        "choices" => !choices.is_empty(),
+        letter => filled(letter_of(letter).and_then(|index| choices.get(index))),
+    }
 }
 
 /// The text of one placeholder for `question`.
@@ -123,8 +198,8 @@ fn field(question: &Question, name: &str) -> std::result::Result<String, String>
         }
         "choices" => Ok(choices
             .iter()
-            .zip('A'..='Z')
-            .map(|(choice, letter)| format!("{letter}. {choice}"))
+            .enumerate()
+            .map(|(index, choice)| format!("{}. {choice}", super::choice_label(index)))
             .collect::<Vec<_>>()
             .join("\n")),
         letter => {
@@ -146,13 +221,16 @@ fn letter_of(name: &str) -> Option<usize> {
 }
 
 fn line_of(text: &str, at: usize) -> usize {
-    text[..at].matches('\n').count() + 1
+    let before = &text.as_bytes()[..at.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-/// A recursive-descent parser over the template text; `at` is a byte offset.
+/// A recursive-descent parser over the template text; `at` is a byte offset, `depth` the
+/// `{% if %}` tags open around it.
 struct Parser<'a> {
     text: &'a str,
     at: usize,
+    depth: usize,
 }
 
 /// Nodes up to an `else`/`endif` tag (returned with its offset) or the end (`None`).
@@ -164,10 +242,12 @@ impl<'a> Parser<'a> {
         loop {
             let text = self.text;
             let rest = &text[self.at..];
-            let next = [rest.find("{{"), rest.find("{%")]
-                .into_iter()
-                .flatten()
-                .min();
+            // One scan for either opening, from where the last tag ended: searching for `{{` and
+            // `{%` separately would scan to the end for the one that is absent at every tag.
+            let next = rest
+                .match_indices('{')
+                .map(|(offset, _)| offset)
+                .find(|&offset| matches!(rest.as_bytes().get(offset + 1), Some(b'{' | b'%')));
             let Some(offset) = next else {
                 if !rest.is_empty() {
                     nodes.push(Node::Text(rest.to_string()));
@@ -204,13 +284,15 @@ impl<'a> Parser<'a> {
         let text = self.text;
         let rest = &text[start..];
         let closing = if rest.starts_with("{{") { "}}" } else { "%}" };
-        let end = rest.find(closing).ok_or_else(|| {
+        // The closing is looked for after the opening: in `{%}` the `%}` overlaps the `{%`.
+        let body = rest.get(2..).unwrap_or_default();
+        let end = body.find(closing).ok_or_else(|| {
             (
                 line_of(self.text, start),
                 format!("{} is never closed with {closing}", &rest[..2]),
             )
         })?;
-        Ok((end + 2, &rest[2..end]))
+        Ok((end + 4, &body[..end]))
     }
 
     /// `{% if name %}` … `{% else %}` … `{% endif %}` after its opening tag.
@@ -220,6 +302,24 @@ impl<'a> Parser<'a> {
         start: usize,
     ) -> std::result::Result<Node, (usize, String)> {
         check_name(name).map_err(|r| (line_of(self.text, start), r))?;
+        if self.depth == MAX_IF_DEPTH {
+            return Err((
+                line_of(self.text, start),
+                format!("{{% if {name} %}} is nested more than {MAX_IF_DEPTH} deep; flatten the conditions"),
+            ));
+        }
+        self.depth += 1;
+        let node = self.conditional_body(name, start);
+        self.depth -= 1;
+        node
+    }
+
+    /// The branches of an `{% if %}` whose depth is counted.
+    fn conditional_body(
+        &mut self,
+        name: &str,
+        start: usize,
+    ) -> std::result::Result<Node, (usize, String)> {
         let unclosed = || {
             (
                 line_of(self.text, start),
@@ -348,6 +448,7 @@ mod tests {
         let cases = [
             ("a\n{{qustion}}", 2, "unknown placeholder {{qustion}}"),
             ("{{question", 1, "{{ is never closed with }}"),
+            ("a\n{%}", 2, "{% is never closed with %}"),
             (
                 "x\n\n{% if context %}a",
                 3,
@@ -375,6 +476,87 @@ mod tests {
     }
 
     #[test]
+    fn choices_past_z_are_all_listed_with_two_letter_labels() {
+        let thirty = Question {
+            choices: Some((1..=30).map(|n| format!("c{n}")).collect()),
+            ..question()
+        };
+        let listed = PromptTemplate::parse("{{choices}}").unwrap();
+        let rendered = listed.render(&thirty).unwrap();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines.len(), 30, "{rendered}");
+        assert_eq!(lines[25], "Z. c26");
+        assert_eq!(lines[26], "AA. c27");
+        assert_eq!(lines[28], "AC. c29");
+        assert_eq!(lines[29], "AD. c30");
+    }
+
+    #[test]
+    fn a_deep_nest_is_refused_with_its_line_not_a_crash() {
+        // 100,000 openings within the size limit; the parser stops at the first one too deep.
+        let deep = "{%if id%}\n".repeat(100_000);
+        let (line, reason) = PromptTemplate::parse(&deep).unwrap_err();
+        assert_eq!(line, MAX_IF_DEPTH + 1);
+        assert!(
+            reason.contains(&format!("nested more than {MAX_IF_DEPTH} deep")),
+            "{reason}"
+        );
+        let deepest = format!(
+            "{}x{}",
+            "{% if id %}".repeat(MAX_IF_DEPTH),
+            "{% endif %}".repeat(MAX_IF_DEPTH)
+        );
+        let template = PromptTemplate::parse(&deepest).unwrap();
+        assert_eq!(template.render(&question()).unwrap(), "x");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep.txt");
+        std::fs::write(&path, &deep).unwrap();
+        let message = load(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}:{}: ", path.display(), MAX_IF_DEPTH + 1)),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn eighty_thousand_placeholders_parse_and_render() {
+        let count = 80_000;
+        let text = "{{A}},{{id}}\n".repeat(count / 2);
+        let started = std::time::Instant::now();
+        let template = PromptTemplate::parse(&text).unwrap();
+        let rendered = template.render(&question()).unwrap();
+        eprintln!(
+            "{count} placeholders parsed and rendered in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(rendered, "가,q1\n".repeat(count / 2));
+    }
+
+    #[test]
+    fn a_template_or_a_prompt_past_its_limit_is_refused() {
+        let long = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        let (_, reason) = PromptTemplate::parse(&long).unwrap_err();
+        assert!(reason.contains("longer than"), "{reason}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.txt");
+        std::fs::write(&path, "x".repeat(MAX_TEMPLATE_BYTES + 100)).unwrap();
+        let message = load(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("--template {} is longer than", path.display())),
+            "{message}"
+        );
+        std::fs::write(&path, format!("{}\n", "x".repeat(MAX_TEMPLATE_BYTES))).unwrap();
+        assert_eq!(load(&path).unwrap().text.len(), MAX_TEMPLATE_BYTES);
+        let passage = Question {
+            context: Some("p".repeat(1 << 20)),
+            ..question()
+        };
+        let repeated = PromptTemplate::parse(&"{{context}}".repeat(17)).unwrap();
+        let reason = repeated.render(&passage).unwrap_err();
+        assert!(reason.contains("a prompt may have"), "{reason}");
+    }
+
+    #[test]
     fn load_drops_the_last_line_break_and_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kmmlu.txt");
@@ -391,5 +573,116 @@ mod tests {
             )),
             "{message}"
         );
+    }
+
+    mod property {
+        //! Templates assembled from the syntax's pieces and arbitrary text: parsing never panics
+        //! or overflows the stack, and either fails with a line inside the text and a reason, or
+        //! gives a template whose rendering for any question is a prompt or a reason. Each case
+        //! is at most a few hundred KB, so time and memory per case are bounded.
+
+        use super::*;
+        use crate::alloc_probe::{largest_allocation, property_config, PARSE_ALLOCATION_LIMIT};
+        use proptest::prelude::*;
+        use proptest::test_runner::{TestCaseError, TestRunner};
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "{{",
+                    "}}",
+                    "{%",
+                    "%}",
+                    "{",
+                    "}",
+                    "%",
+                    " if ",
+                    "else",
+                    "endif",
+                    ".strip()",
+                    "\n",
+                    "\r\n",
+                    " ",
+                    "question",
+                    "context",
+                    "category",
+                    "id",
+                    "choices",
+                    "A",
+                    "D",
+                    "Z",
+                    "AA",
+                    "answer",
+                    "{% if context %}",
+                    "{% else %}",
+                    "{% endif %}",
+                    "{{choices}}",
+                    "{{ question.strip() }}",
+                    "{{E}}",
+                    "\u{0}",
+                    "정답：",
+                ])
+                .prop_map(String::from),
+                (1usize..80).prop_map(|n| "{% if id %}".repeat(n)),
+                (1usize..80).prop_map(|n| "{% endif %}".repeat(n)),
+                (1usize..2000).prop_map(|n| "{{A}}".repeat(n)),
+                any::<String>(),
+            ]
+        }
+
+        fn questions() -> Vec<Question> {
+            let thirty = Question {
+                choices: Some((1..=30).map(|n| format!("c{n}")).collect()),
+                context: Some("지문".into()),
+                ..question()
+            };
+            let free = Question {
+                choices: None,
+                category: None,
+                ..question()
+            };
+            vec![question(), thirty, free]
+        }
+
+        fn check(text: &str, questions: &[Question]) -> std::result::Result<(), TestCaseError> {
+            let (outcome, largest) = largest_allocation(|| {
+                PromptTemplate::parse(text).map(|template| {
+                    let rendered: Vec<_> = questions.iter().map(|q| template.render(q)).collect();
+                    rendered
+                })
+            });
+            prop_assert!(
+                largest <= PARSE_ALLOCATION_LIMIT,
+                "an allocation of {largest} bytes"
+            );
+            match outcome {
+                Err((line, reason)) => {
+                    prop_assert!(line >= 1 && line <= text.matches('\n').count() + 1);
+                    prop_assert!(!reason.is_empty());
+                }
+                Ok(rendered) => {
+                    let plain = !text.contains("{{") && !text.contains("{%");
+                    for prompt in rendered {
+                        match prompt {
+                            Ok(prompt) if plain => prop_assert_eq!(prompt.as_str(), text),
+                            Ok(prompt) => prop_assert!(prompt.len() <= MAX_RENDERED_BYTES),
+                            Err(reason) => prop_assert!(!reason.is_empty()),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn property_template_parser_and_renderer_never_panic() {
+            let questions = questions();
+            let mut runner = TestRunner::new(property_config(1000));
+            runner
+                .run(&proptest::collection::vec(piece(), 0..48), |pieces| {
+                    check(&pieces.concat(), &questions)
+                })
+                .unwrap();
+        }
     }
 }
