@@ -6,7 +6,7 @@
 #   make build-cuda     the CUDA build (toolkit from NVIDIA's PyPI wheels into .cuda/, binary in
 #                       target/cuda/release/); make test-cuda runs the suite against it (docs/cuda.md)
 #   make run-bg / status / stop / monitor    a long run in the background (docs/running.md)
-#   make fuzz           the property tests (GGUF reader, question parsers, memory estimate) with
+#   make fuzz           the property tests (GGUF reader, question parsers, mapping, templates, memory estimate) with
 #                       many more cases (FUZZ_CASES, default 20000)
 #   make bench / profile / lint / fmt / clean
 SHELL := /bin/bash

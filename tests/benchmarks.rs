@@ -272,8 +272,11 @@ fn bad_mappings_and_templates_are_input_errors_naming_the_field_and_nothing_is_w
     let unknown_placeholder = unknown_placeholder.display().to_string();
     let five_letters = write_questions(dir.path(), "five.txt", "{{question}} {{E}}\n");
     let five_letters = five_letters.display().to_string();
+    let deep = "{%if id%}\n".repeat(100_000);
+    let deep = write_questions(dir.path(), "deep.txt", &deep);
+    let deep = deep.display().to_string();
     let map_file = recipe("kmmlu.map");
-    let cases: [(Vec<&str>, String); 6] = [
+    let cases: [(Vec<&str>, String); 7] = [
         (vec!["--map", "qustion=query"], "--map \"qustion=query\": unknown field \"qustion\"".into()),
         (
             vec!["--map", "choices=A|B|C|D,answer=answr:index1"],
@@ -295,16 +298,75 @@ fn bad_mappings_and_templates_are_input_errors_naming_the_field_and_nothing_is_w
             vec!["--map-file", &map_file, "--template", &five_letters],
             format!("{file}:2: the template uses {{{{E}}}}, but this question has 4 choices"),
         ),
+        (
+            vec!["--map-file", &map_file, "--template", &deep],
+            format!("{deep}:33: {{% if id %}} is nested more than 32 deep"),
+        ),
     ];
     for (args, expected) in cases {
-        let db = dir.path().join("never.db");
-        let output = run(&smollm(), &questions, &db, &args);
-        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
-        assert!(
-            stderr(&output).contains(&expected),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(!db.exists(), "{args:?}: nothing is written");
+        refused_before_writing(dir.path(), &questions, &args, &expected);
     }
+}
+
+#[test]
+fn a_mapped_choice_list_with_a_blank_item_is_refused_naming_the_line() {
+    // Dropping the blank item would store "d" as the reference of answer index 2.
+    let dir = tempdir();
+    let questions = write_questions(
+        dir.path(),
+        "lists.csv",
+        "query,options,gold\n\"Q1\",\"[\"\"a\"\", \"\"b\"\"]\",1\n\"Q2\",\"[\"\"a\"\", \"\"\"\", \"\"c\"\", \"\"d\"\"]\",2\n",
+    );
+    let args = ["--map", "question=query,choices=options,answer=gold:index0"];
+    let expected = format!(
+        "{}:3: column \"options\": choice 2 is blank",
+        questions.display()
+    );
+    refused_before_writing(dir.path(), &questions, &args, &expected);
+}
+
+/// `run` over `questions` with `args` exits 2 with `expected` in its error and creates no database.
+fn refused_before_writing(dir: &Path, questions: &Path, args: &[&str], expected: &str) {
+    let db = dir.join("never.db");
+    let output = run(&smollm(), questions, &db, args);
+    assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains(expected),
+        "{args:?}: {}",
+        stderr(&output)
+    );
+    assert!(!db.exists(), "{args:?}: nothing is written");
+}
+
+#[test]
+fn a_template_lists_all_thirty_choices_and_letter_scoring_refuses_them_naming_the_line() {
+    let dir = tempdir();
+    let choices: Vec<String> = (1..=30).map(|n| format!("choice {n}")).collect();
+    let line = serde_json::json!({"id": "q30", "question": "Which one?", "choices": choices, "answer_index": 28});
+    let questions = write_questions(
+        dir.path(),
+        "thirty.jsonl",
+        &format!("{{\"question\": \"first\", \"choices\": [\"x\", \"y\"]}}\n{line}\n"),
+    );
+    let template = write_questions(dir.path(), "t.txt", "{{question}}\n{{choices}}\nAnswer:\n");
+    let template = template.display().to_string();
+    let rendered = prompts(&questions, &["--template", &template, "--no-chat-template"]);
+    assert_eq!(rendered.len(), 2);
+    let labels = ('A'..='Z')
+        .map(String::from)
+        .chain(["AA", "AB", "AC", "AD"].map(String::from));
+    for (label, choice) in labels.zip(&choices) {
+        assert!(
+            rendered[1].contains(&format!("\n{label}. {choice}\n")),
+            "{label}. {choice} is missing: {}",
+            rendered[1]
+        );
+    }
+    assert!(rendered[1].contains("\nAC. choice 29\nAD. choice 30\nAnswer:"));
+    let args = ["--template", &template, "--mc-scoring", "loglik"];
+    let expected = format!(
+        "{}:2: 30 choices are more than letter scoring can label",
+        questions.display()
+    );
+    refused_before_writing(dir.path(), &questions, &args, &expected);
 }
