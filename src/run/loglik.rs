@@ -18,7 +18,7 @@
 //! groups of consecutive choices, each in batches of its own, the shared tokens decoded again
 //! for each group. The groups depend on the number of choices alone, so such a question too
 //! scores the same in every run; a question that fits keeps the single layout, whose numbers a
-//! regrouping would move (llama.cpp #24962).
+//! regrouping would move (SmolLM2, 10 choices of 13 tokens in groups of 3: up to 0.07 per token).
 
 use super::scheduler::{Control, Decoder, Ended};
 use crate::engine::Token;
