@@ -42,6 +42,10 @@ impl Token {
 /// The plain prompt used when the GGUF carries no chat template llama.cpp can apply.
 pub const FALLBACK_FORMAT: &str = "{system}\n\nQuestion: {question}\nAnswer:";
 
+/// Most sequences a llama.cpp context holds (`LLAMA_MAX_SEQ`): a larger `n_seq_max` fails
+/// context creation, a larger sequence id fails the decode.
+pub const MAX_SEQUENCES: u32 = 256;
+
 fn backend() -> &'static LlamaBackend {
     static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
     BACKEND.get_or_init(|| {
@@ -538,6 +542,13 @@ impl Engine {
     /// `n_ctx` evenly: every sequence is guaranteed its share and a long answer can never starve
     /// another.
     pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
+        if options.sequences > MAX_SEQUENCES {
+            return Err(Error::Usage(format!(
+                "this session needs {} sequences and llama.cpp holds at most {MAX_SEQUENCES} in a context; lower --parallel",
+                options.sequences
+            ))
+            .into());
+        }
         let n_ctx = options
             .ctx_per_sequence
             .checked_mul(options.sequences)
@@ -754,6 +765,10 @@ impl Decoder for Session<'_> {
             ));
         }
         Ok(())
+    }
+
+    fn max_sequences(&self) -> u32 {
+        MAX_SEQUENCES
     }
 
     fn forget_sequence(&mut self, sequence: u32) {

@@ -410,3 +410,84 @@ fn the_memory_prediction_counts_a_sequence_per_choice_and_stays_within_10_percen
     println!("loglik, 4 sequences: predicted {predicted}, measured {measured} ({error:+.1}%)");
     assert!(error.abs() <= 10.0, "{error:+.1}%");
 }
+
+/// Per choice of a question: (logprob, tokens_computed, tokens_reused), in choice order.
+fn choice_scores_of(connection: &Connection, id: &str) -> Vec<(f64, i64, i64)> {
+    connection
+        .prepare(
+            "SELECT logprob, tokens_computed, tokens_reused FROM choice_scores
+             WHERE question_id = ?1 ORDER BY choice_index",
+        )
+        .unwrap()
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_question_with_more_choices_than_llama_cpp_has_sequences_is_scored_in_groups() {
+    let dir = tempdir();
+    // 300 choices of several tokens each: more sequences than a llama.cpp context holds (256).
+    let many: Vec<String> = (1..=300).map(|i| format!("선택지 번호 {i}")).collect();
+    let lines = [
+        serde_json::json!({"id": "small-1", "question": "1 + 1 = ?", "choices": ["two apples", "three pears"], "answer_index": 0}),
+        serde_json::json!({"id": "big", "question": "몇 번이 정답입니까?", "choices": many, "answer_index": 41}),
+        serde_json::json!({"id": "small-2", "question": "Sky colour?", "choices": ["deep blue", "bright green", "dark red"], "answer_index": 0}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let questions = write_questions(dir.path(), "many.jsonl", &text);
+    let db = dir.path().join("many.db");
+    let args = ["--mc-scoring", "loglik", "--mc-continuation", "text"];
+    let output = run(&smollm(), &questions, &db, &args);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let connection = open(&db);
+    let counts: Vec<(String, String, i64)> = connection
+        .prepare(
+            "SELECT a.question_id, a.status, COUNT(c.choice_index) FROM answers a
+             LEFT JOIN choice_scores c USING (run_id, question_id)
+             GROUP BY a.question_id ORDER BY a.question_id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected = [("big", 300), ("small-1", 2), ("small-2", 3)]
+        .map(|(id, n)| (id.to_string(), "ok".to_string(), n));
+    assert_eq!(counts, expected);
+    let big = choice_scores_of(&connection, "big");
+    assert!(big.iter().all(|c| c.0.is_finite() && c.0 < 0.0), "{big:?}");
+    // Each group decodes the tokens all 300 choices share: every choice reuses the same count.
+    assert!(big.iter().all(|c| c.2 == big[0].2), "{big:?}");
+    drop(connection);
+
+    // A run that failed on this question (as it did when it was one batch) resumes, and the
+    // question scores the same again: its groups depend on its choices alone.
+    let connection = open(&db);
+    connection
+        .execute_batch(
+            "DELETE FROM choice_scores WHERE question_id = 'big';
+             DELETE FROM answers WHERE question_id = 'big';
+             UPDATE runs SET status = 'failed', status_reason = 'test', finished_at = NULL;",
+        )
+        .unwrap();
+    drop(connection);
+    let output = run(
+        &smollm(),
+        &questions,
+        &db,
+        &[&args[..], &["--resume"]].concat(),
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let connection = open(&db);
+    assert_eq!(choice_scores_of(&connection, "big"), big);
+    let (ok, status): (i64, String) = connection
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM answers WHERE status = 'ok'), (SELECT status FROM runs)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((ok, status.as_str()), (3, "finished"));
+}

@@ -10,7 +10,7 @@ use super::signal::StopSignal;
 use super::{Decoded, RunRequest};
 use crate::config::McScoring;
 use crate::dataset::Question;
-use crate::engine::{Engine, SessionOptions};
+use crate::engine::{Engine, SessionOptions, MAX_SEQUENCES};
 use crate::error::Result;
 use crate::prompt::Prompter;
 use crate::store::{AnswerRow, ChoiceRow, ChoiceScores, Holder};
@@ -71,17 +71,22 @@ pub fn plan(
         }
     }
     let options = session_options(request, &jobs);
-    // A question is decoded alone: the largest batch is the largest question, up to the batch.
+    // A question (a group of its choices) is decoded alone: the largest batch is the largest
+    // group, up to the batch.
+    let group_tokens = |j: &ChoiceJob| -> Vec<usize> {
+        let tokens = |g: std::ops::Range<usize>| j.continuations[g].iter().map(Vec::len).sum();
+        j.groups(MAX_SEQUENCES).into_iter().map(tokens).collect()
+    };
     let tokens_of = |j: &ChoiceJob| -> usize {
-        match j.sequences() {
+        match j.sequences(MAX_SEQUENCES) {
             1 => j.prompt.len(),
-            _ => j.prompt.len() + j.continuations.iter().map(Vec::len).sum::<usize>(),
+            _ => j.prompt.len() + group_tokens(j).into_iter().max().unwrap_or(0),
         }
     };
     let rows_of = |j: &ChoiceJob| -> usize {
-        match j.sequences() {
+        match j.sequences(MAX_SEQUENCES) {
             1 => 1,
-            _ => j.continuations.iter().map(Vec::len).sum(),
+            _ => group_tokens(j).into_iter().max().unwrap_or(0),
         }
     };
     let largest_batch = jobs.iter().map(tokens_of).max().unwrap_or(1);
@@ -220,11 +225,16 @@ fn prepare(
     )
 }
 
-/// One question at a time (see [`super::loglik`]): a sequence per choice, in a unified KV
+/// One question at a time (see [`super::loglik`]): a sequence per choice of its largest group
+/// (llama.cpp's limit of sequences splits a question with more choices), in a unified KV
 /// cache (a token shared by the choices belongs to all their sequences, which llama.cpp allows
 /// only within one stream), each long enough for the longest prompt and continuation.
 fn session_options(request: &RunRequest, jobs: &[ChoiceJob]) -> SessionOptions {
-    let sequences = jobs.iter().map(ChoiceJob::sequences).max().unwrap_or(1) as u32;
+    let sequences = jobs
+        .iter()
+        .map(|j| j.sequences(MAX_SEQUENCES))
+        .max()
+        .unwrap_or(1) as u32;
     let longest = jobs
         .iter()
         .map(|j| j.prompt.len() + j.continuations.iter().map(Vec::len).max().unwrap_or(0))

@@ -13,6 +13,12 @@
 //! (measured on SmolLM2: up to 0.1 per token against the question alone; llama.cpp #24962).
 //! Alone in its batch, a question scores the same at any `--parallel`, after a resume, and as
 //! llama-perplexity scores it (docs/multiple-choice.md).
+//!
+//! A question with more choices than a context holds sequences (llama.cpp's 256) is scored in
+//! groups of consecutive choices, each in batches of its own, the shared tokens decoded again
+//! for each group. The groups depend on the number of choices alone, so such a question too
+//! scores the same in every run; a question that fits keeps the single layout, whose numbers a
+//! regrouping would move (SmolLM2, 10 choices of 13 tokens in groups of 3: up to 0.07 per token).
 
 use super::scheduler::{Control, Decoder, Ended};
 use crate::engine::Token;
@@ -30,14 +36,40 @@ pub struct ChoiceJob {
 }
 
 impl ChoiceJob {
-    /// Sequences this question occupies: one when every continuation is at most one token
-    /// (all read from the prompt's last row), else one per choice.
-    pub fn sequences(&self) -> usize {
-        if self.continuations.iter().all(|c| c.len() <= 1) {
-            1
-        } else {
-            self.continuations.len().max(1)
+    /// Whether every continuation is at most one token, all read from the prompt's last row.
+    fn single_row(&self) -> bool {
+        self.continuations.iter().all(|c| c.len() <= 1)
+    }
+
+    /// Sequences this question occupies in a context of at most `limit`: one with a single row,
+    /// else one per choice of its largest group ([`ChoiceJob::groups`]).
+    pub fn sequences(&self, limit: u32) -> usize {
+        if self.single_row() {
+            return 1;
         }
+        self.groups(limit)
+            .iter()
+            .map(|g| g.len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
+    /// The choices decoded together, in order: all of them when one row serves every choice or
+    /// each choice has a sequence within `limit`, else the fewest groups of at most `limit`,
+    /// equal but for a smaller last one (300 choices: two of 150, not 256 and 44, so the
+    /// context is no larger than it must be).
+    pub fn groups(&self, limit: u32) -> Vec<std::ops::Range<usize>> {
+        let choices = self.continuations.len();
+        let limit = (limit as usize).max(1);
+        if self.single_row() || choices <= limit {
+            return std::iter::once(0..choices).collect();
+        }
+        let size = choices.div_ceil(choices.div_ceil(limit));
+        (0..choices)
+            .step_by(size)
+            .map(|start| start..(start + size).min(choices))
+            .collect()
     }
 }
 
@@ -84,8 +116,9 @@ struct Pending {
     choices: Vec<ChoiceLogprob>,
 }
 
-/// Score every job, one question per batch, in sequences `0..job.sequences()` (at most
-/// `sequences`). `control` is asked before each question.
+/// Score every job, one question per batch (one per group of its choices), in sequences
+/// `0..job.sequences(limit)` (at most `sequences`), where `limit` is the most sequences the
+/// decoder's contexts can hold. `control` is asked before each question.
 pub fn run<D: Decoder>(
     decoder: &mut D,
     sequences: u32,
@@ -93,11 +126,12 @@ pub fn run<D: Decoder>(
     control: &mut dyn FnMut() -> Control,
     on_scored: &mut dyn FnMut(Scored),
 ) -> Result<Ended> {
+    let limit = decoder.max_sequences();
     for job in jobs {
         if control() != Control::Continue {
             return Ok(Ended::Stopped);
         }
-        let needs = job.sequences() as u32;
+        let needs = job.sequences(limit) as u32;
         if needs > sequences {
             return Err(anyhow::anyhow!(
                 "question {} needs {needs} sequences, the session has {sequences}",
@@ -106,12 +140,14 @@ pub fn run<D: Decoder>(
         }
         let started = Utc::now();
         let mut pending = start(job);
-        let layout = pushes(&pending.job, pending.shared);
-        decode_all(decoder, &mut pending, layout)?;
-        let finished = Utc::now();
-        for s in 0..needs {
-            decoder.forget_sequence(s);
+        for group in pending.job.groups(limit) {
+            let layout = pushes(&pending.job, pending.shared, group);
+            decode_all(decoder, &mut pending, layout)?;
+            for s in 0..needs {
+                decoder.forget_sequence(s);
+            }
         }
+        let finished = Utc::now();
         on_scored(Scored {
             question_index: pending.job.question_index,
             prompt_tokens: pending.job.prompt.len(),
@@ -126,10 +162,11 @@ pub fn run<D: Decoder>(
 
 /// Tokens every choice's prompt + continuation starts with, leaving each non-empty choice at
 /// least its last token of its own (a choice that is another's prefix still gets a sequence).
-/// With one sequence (letter labels) that is the prompt.
+/// With one row for all (letter labels) that is the prompt. Taken over all the choices, also
+/// when they are decoded in groups, so a choice computes and reuses the same tokens either way.
 fn shared_tokens(job: &ChoiceJob) -> usize {
     let prompt = job.prompt.len();
-    if job.sequences() == 1 {
+    if job.single_row() {
         return prompt;
     }
     let mut scored = job.continuations.iter().filter(|c| !c.is_empty());
@@ -148,10 +185,11 @@ fn shared_tokens(job: &ChoiceJob) -> usize {
 fn start(job: ChoiceJob) -> Pending {
     let shared = shared_tokens(&job);
     let prompt = job.prompt.len();
-    // With one sequence every continuation token is read from the prompt's last row.
-    let own = |c: &Vec<Token>| match job.sequences() {
-        1 => 0,
-        _ => (prompt + c.len()).saturating_sub(shared),
+    // With one row every continuation token is read from the prompt's last row.
+    let single_row = job.single_row();
+    let own = |c: &Vec<Token>| match single_row {
+        true => 0,
+        false => (prompt + c.len()).saturating_sub(shared),
     };
     let choices = job
         .continuations
@@ -173,10 +211,10 @@ fn start(job: ChoiceJob) -> Pending {
 }
 
 /// Which choices a row of logits scores, and which of their continuation tokens.
-#[derive(Clone, Copy)]
 struct Row {
-    /// `None`: every choice with a token there (the row is on a token all of them share).
-    choice: Option<usize>,
+    /// Those of these choices with a token there: the group's on a token all of them share,
+    /// else one choice.
+    choices: std::ops::Range<usize>,
     /// Index into the continuation of the token the row scores.
     next: usize,
 }
@@ -189,45 +227,52 @@ struct Push {
     row: Option<Row>,
 }
 
-/// The question as llama-perplexity lays out a task: the shared tokens once for every sequence,
-/// then each choice's own tokens in its sequence, its last one included (unread, but part of
-/// the batch llama-perplexity decodes, whose shape the numbers depend on).
-fn pushes(job: &ChoiceJob, shared: usize) -> Vec<Push> {
+/// The question's `group` of choices as llama-perplexity lays out a task: the shared tokens once
+/// for every sequence, then each choice's own tokens in its sequence (the choice's place in the
+/// group), its last one included (unread, but part of the batch llama-perplexity decodes, whose
+/// shape the numbers depend on).
+fn pushes(job: &ChoiceJob, shared: usize, group: std::ops::Range<usize>) -> Vec<Push> {
     let prompt = job.prompt.len();
-    let sequences = job.sequences() as u32;
+    let single_row = job.single_row();
+    let sequences = if single_row { 1 } else { group.len() as u32 };
     let token_at = |choice: usize, at: usize| match at.checked_sub(prompt) {
         None => job.prompt[at],
         Some(i) => job.continuations[choice][i],
     };
     // A row at position `at` scores continuation token `at + 1 - prompt`.
-    let row_after = |at: usize, choice: Option<usize>| {
+    let row_after = |at: usize, choices: std::ops::Range<usize>| {
         (at + 1 >= prompt).then_some(Row {
-            choice,
+            choices,
             next: at + 1 - prompt,
         })
     };
+    // Every non-empty choice holds the shared continuation tokens; read them from the first.
     let first_scored = job.continuations.iter().position(|c| !c.is_empty());
+    let group_scored = job.continuations[group.clone()]
+        .iter()
+        .any(|c| !c.is_empty());
     let mut pushes: Vec<Push> = (0..shared)
         .map(|at| Push {
             token: token_at(first_scored.unwrap_or(0), at),
             position: at as u32,
             sequences: 0..sequences,
-            row: first_scored.and_then(|_| row_after(at, None)),
+            row: group_scored.then(|| row_after(at, group.clone())).flatten(),
         })
         .collect();
-    if sequences == 1 {
+    if single_row {
         return pushes;
     }
-    for (choice, continuation) in job.continuations.iter().enumerate() {
-        let end = prompt + continuation.len();
+    for choice in group.clone() {
+        let end = prompt + job.continuations[choice].len();
+        let sequence = (choice - group.start) as u32;
         for at in shared..end {
             let row = (at + 1 < end)
-                .then(|| row_after(at, Some(choice)))
+                .then(|| row_after(at, choice..choice + 1))
                 .flatten();
             pushes.push(Push {
                 token: token_at(choice, at),
                 position: at as u32,
-                sequences: choice as u32..choice as u32 + 1,
+                sequences: sequence..sequence + 1,
                 row,
             });
         }
@@ -270,13 +315,13 @@ fn decode_and_read<D: Decoder>(
 ) -> Result<()> {
     decoder.decode()?;
     for (index, row) in rows.drain(..) {
-        let scored: Vec<(usize, Token)> = pending
-            .job
-            .continuations
-            .iter()
-            .enumerate()
-            .filter(|(choice, _)| row.choice.is_none_or(|c| c == *choice))
-            .filter_map(|(choice, c)| c.get(row.next).map(|&t| (choice, t)))
+        let scored: Vec<(usize, Token)> = row
+            .choices
+            .clone()
+            .filter_map(|choice| {
+                let token = pending.job.continuations[choice].get(row.next)?;
+                Some((choice, *token))
+            })
             .collect();
         let tokens: Vec<Token> = scored.iter().map(|&(_, t)| t).collect();
         for ((choice, _), lp) in scored.iter().zip(decoder.log_probs(index, &tokens)) {
@@ -324,7 +369,14 @@ mod tests {
     }
 
     fn score_all(capacity: usize, sequences: u32, jobs: Vec<ChoiceJob>) -> (Vec<Scored>, Scripted) {
-        let mut decoder = Scripted::new(capacity, &[]);
+        score_on(Scripted::new(capacity, &[]), sequences, jobs)
+    }
+
+    fn score_on(
+        mut decoder: Scripted,
+        sequences: u32,
+        jobs: Vec<ChoiceJob>,
+    ) -> (Vec<Scored>, Scripted) {
         let mut scored = Vec::new();
         let ended = run(
             &mut decoder,
@@ -469,6 +521,65 @@ mod tests {
             shared, 3,
             "the prompt and 7, not the 8 the shorter choices end with"
         );
+    }
+
+    #[test]
+    fn more_choices_than_a_context_holds_are_scored_in_groups_with_the_same_scores() {
+        // Ten choices that share their first token, of other lengths, one of them empty.
+        let prompt = [1, 2, 3];
+        let owned: Vec<Vec<i32>> = (0..10)
+            .map(|i| match i {
+                4 => vec![],
+                _ => [7].into_iter().chain(10 * i..10 * i + 1 + i % 3).collect(),
+            })
+            .collect();
+        let continuations: Vec<&[i32]> = owned.iter().map(Vec::as_slice).collect();
+        let score = |max_sequences: u32, sequences: u32| {
+            let decoder = Scripted::new(8, &[]).with_max_sequences(max_sequences);
+            let (mut scored, decoder) =
+                score_on(decoder, sequences, vec![job(0, &prompt, &continuations)]);
+            (scored.remove(0), decoder)
+        };
+        let (whole, one_group) = score(256, 10);
+        let (grouped, groups) = score(3, 3);
+        let one = job(0, &prompt, &continuations);
+        assert_eq!(one.groups(256).as_slice(), std::slice::from_ref(&(0..10)));
+        assert_eq!(one.groups(3), vec![0..3, 3..6, 6..9, 9..10]);
+        assert_eq!((one.sequences(256), one.sequences(3)), (10, 3));
+        // The same tokens computed and reused, the same scores, the fake model's.
+        assert_eq!(grouped.choices, whole.choices);
+        for (choice, c) in grouped.choices.iter().zip(&continuations) {
+            assert_eq!(choice.logprob, expected(&prompt, c).0);
+            assert_eq!(choice.token_logprobs.len(), c.len());
+        }
+        // Each group decodes the shared prompt and 7 again, in sequences 0..3 only.
+        let decoded = |d: &Scripted| d.batches.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(decoded(&groups), decoded(&one_group) + 3 * 4);
+        assert!(groups.batches.iter().flatten().all(|p| p.through < 3));
+        assert!(
+            groups.kv.is_empty(),
+            "every group's sequences are forgotten"
+        );
+        // The old layout, every choice a sequence of one batch, is what a context refuses.
+        let mut too_many = Scripted::new(8, &[]).with_max_sequences(3);
+        too_many
+            .push_shared(Token::from_id(1), 0, 0..4, true)
+            .unwrap();
+        assert!(too_many.decode().is_err());
+    }
+
+    #[test]
+    fn three_hundred_choices_fit_llama_cpps_256_sequences_in_two_groups() {
+        let owned: Vec<Vec<i32>> = (0..300).map(|i| vec![100 + i, 7, i % 5]).collect();
+        let continuations: Vec<&[i32]> = owned.iter().map(Vec::as_slice).collect();
+        let one = job(0, &[1, 2], &continuations);
+        assert_eq!(one.sequences(crate::engine::MAX_SEQUENCES), 150);
+        let (scored, decoder) = score_all(512, 256, vec![one]);
+        assert_eq!(scored[0].choices.len(), 300);
+        for (choice, c) in scored[0].choices.iter().zip(&continuations) {
+            assert_eq!(choice.logprob, expected(&[1, 2], c).0);
+        }
+        assert!(decoder.batches.iter().flatten().all(|p| p.through < 150));
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub trait Decoder {
 
     /// Drop everything a sequence holds, so its slot can take the next question.
     fn forget_sequence(&mut self, sequence: u32);
+
+    /// Most sequences any context can hold, whatever this one was created with (llama.cpp's
+    /// `LLAMA_MAX_SEQ`): log-likelihood scoring splits a question with more choices in groups.
+    fn max_sequences(&self) -> u32;
 }
 
 /// One question ready for decoding.

@@ -68,9 +68,12 @@ pub fn pushed(token: i32, position: u32, sequence: u32, logits: bool) -> Pushed 
 /// continues at the position after the last one it holds (stricter than llama.cpp only for an
 /// empty sequence, which must start at 0 where llama.cpp would accept a gap). The next token
 /// comes from the script of the job's prompt, after checking that the sequence's KV starts
-/// with that prompt, so a wrong copy of the prefix cannot go unnoticed.
+/// with that prompt, so a wrong copy of the prefix cannot go unnoticed. A sequence id past the
+/// most sequences a context holds (llama.cpp's 256 unless set lower) fails the decode, as
+/// llama.cpp's batch validation fails it.
 pub struct Scripted {
     capacity: usize,
+    max_sequences: u32,
     scripts: HashMap<Vec<Token>, Vec<Token>>,
     pub kv: HashMap<u32, Vec<Token>>,
     batch: Vec<Pushed>,
@@ -86,6 +89,7 @@ impl Scripted {
     pub fn new(capacity: usize, scripts: &[(&[i32], &[i32])]) -> Scripted {
         Scripted {
             capacity,
+            max_sequences: crate::engine::MAX_SEQUENCES,
             scripts: scripts
                 .iter()
                 .map(|(prompt, output)| (tokens(prompt), tokens(output)))
@@ -96,6 +100,12 @@ impl Scripted {
             batches: Vec::new(),
             copies: Vec::new(),
         }
+    }
+
+    /// A decoder whose contexts hold at most `max_sequences` sequences.
+    pub fn with_max_sequences(mut self, max_sequences: u32) -> Scripted {
+        self.max_sequences = max_sequences;
+        self
     }
 
     pub fn pushed_to(&self, sequence: u32) -> Vec<Pushed> {
@@ -147,6 +157,13 @@ impl Decoder for Scripted {
     fn decode(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Err(anyhow::anyhow!("empty batch"));
+        }
+        if let Some(p) = self.batch.iter().find(|p| p.through >= self.max_sequences) {
+            return Err(anyhow::anyhow!(
+                "invalid seq_id {} >= {}",
+                p.through,
+                self.max_sequences
+            ));
         }
         let mut next: HashMap<u32, u32> = HashMap::new();
         for p in &self.batch {
@@ -226,5 +243,9 @@ impl Decoder for Scripted {
 
     fn forget_sequence(&mut self, sequence: u32) {
         self.kv.remove(&sequence);
+    }
+
+    fn max_sequences(&self) -> u32 {
+        self.max_sequences
     }
 }
