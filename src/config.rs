@@ -325,10 +325,11 @@ impl Default for ExecutionSettings {
 impl ExecutionSettings {
     /// Check ranges; each problem is one sentence naming the flag.
     pub fn validate(&self) -> Result<()> {
-        if self.parallel == 0 || self.parallel > 512 {
+        if self.parallel == 0 || self.parallel > crate::engine::MAX_SEQUENCES {
             return Err(Error::Usage(format!(
-                "--parallel {} must be between 1 and 512",
-                self.parallel
+                "--parallel {} must be between 1 and {} (llama.cpp's sequences per context)",
+                self.parallel,
+                crate::engine::MAX_SEQUENCES
             ))
             .into());
         }
@@ -449,15 +450,23 @@ mod tests {
             assert!(message.contains(flag), "{message} should name {flag}");
         }
         assert!(GenerationSettings::default().validate().is_ok());
-        let exec = ExecutionSettings {
-            parallel: 0,
+        // Past llama.cpp's sequences per context the run would fail only after the model loads.
+        for parallel in [0, crate::engine::MAX_SEQUENCES + 1] {
+            let exec = ExecutionSettings {
+                parallel,
+                ..Default::default()
+            };
+            assert!(exec
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--parallel"));
+        }
+        let most = ExecutionSettings {
+            parallel: crate::engine::MAX_SEQUENCES,
             ..Default::default()
         };
-        assert!(exec
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("--parallel"));
+        assert!(most.validate().is_ok());
     }
 
     #[test]

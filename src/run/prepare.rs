@@ -6,7 +6,7 @@ use super::scheduler::{PrefixNode, Prefixes};
 use super::RunRequest;
 use crate::config::GenerationSettings;
 use crate::dataset::Question;
-use crate::engine::{Engine, SessionOptions, Token};
+use crate::engine::{Engine, SessionOptions, Token, MAX_SEQUENCES};
 use crate::error::Result;
 use crate::prompt::Prompter;
 use std::path::Path;
@@ -181,6 +181,14 @@ fn shared_prefixes(
         .max()
         .unwrap_or(0);
     let held = (depth + usize::from(nodes.len() > depth)).min(nodes.len()) as u32;
+    // llama.cpp holds at most MAX_SEQUENCES in a context: slots come first, the prefixes are
+    // only a saving, so a run with too many slots to hold them runs without them.
+    if slots + held > MAX_SEQUENCES {
+        log::warn!(
+            "shared prompt prefixes need {held} sequences beside {slots} slots, past llama.cpp's {MAX_SEQUENCES}; running without them"
+        );
+        return (Prefixes::default(), pending.to_vec());
+    }
     // Rejected prompts keep their place at the front: they become error rows at once.
     let rejected = pending
         .iter()
