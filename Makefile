@@ -78,8 +78,9 @@ build: $(if $(CUDA),build-cuda,deps)
 # at run time beside the binary (GGML_BACKEND_DL, as llama.cpp's release builds do): on a machine
 # without a GPU or driver it fails to load and the binary runs on the CPU. The toolkit comes from
 # NVIDIA's PyPI wheels into .cuda/ (scripts/cuda/toolkit.sh). CUDA_ARCHS picks the GPUs to compile
-# for (80 = A100, 90 = H100/H200; 86/89 for RTX 30xx/40xx); CUDA_MAJOR 12 for drivers older than
-# 580. About CUDA_BUILD_MINUTES on 2 cores for two architectures; not part of `make test`.
+# for (80 = A100, 90 = H100/H200; 86/89 for RTX 30xx/40xx); CUDA 13 needs driver 580 or newer, and
+# toolkit.sh pins the wheels of each release it knows. About CUDA_BUILD_MINUTES on 2 cores for two
+# architectures; not part of `make test`.
 CUDA_MAJOR ?= 13
 CUDA_MINOR ?= 0
 CUDA_ARCHS ?= 80-real;90-real

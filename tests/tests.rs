@@ -19,4 +19,5 @@ mod report;
 mod run;
 mod shards;
 mod slurm;
+mod slurm_scripts;
 mod tokenizer_check;

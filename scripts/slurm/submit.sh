@@ -54,6 +54,12 @@ for arg in ${run_args[@]+"${run_args[@]}"}; do
       die "$arg is set by the Slurm scripts; leave it out of the run flags" ;;
   esac
 done
+# shards.sbatch deletes its local copy once published, so it refuses a LOCAL_DIR that is the
+# output directory; refused here too, before anything is submitted (by path, and by device and
+# inode when both exist).
+if [ -n "${LOCAL_DIR:-}" ] && { [ "$(realpath -m -- "$LOCAL_DIR")" = "$(realpath -m -- "$out")" ] || [ "$LOCAL_DIR" -ef "$out" ]; }; then
+  die "LOCAL_DIR $LOCAL_DIR is the output directory $out; set LOCAL_DIR to a node-local directory of its own, or unset it"
+fi
 if [ -z "$bin" ]; then
   bin=$(command -v docent-eval || true)
   [ -n "$bin" ] || bin=$here/../../target/release/docent-eval
