@@ -124,7 +124,7 @@ models: $(SMOLLM) $(GEMMA)
 
 # Python packages scripts/make_gguf.py needs to write the tests' tiny GGUF models.
 pydeps:
-	@python3 -c 'import gguf, numpy' 2>/dev/null || python3 -m pip install --quiet gguf numpy
+	@python3 -c 'import gguf, numpy' 2>/dev/null || python3 -m pip install --quiet --only-binary=:all: gguf==0.19.0 numpy==2.4.6
 
 run: build model
 	@echo "running $(QUESTIONS) through $(MODEL) into $(DB)"
