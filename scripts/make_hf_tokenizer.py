@@ -89,7 +89,7 @@ def main():
         merges = merges[::2]
     added = [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
+         "normalized": False, "special": kind == CONTROL}
         for i, (t, kind) in enumerate(zip(tokens, types)) if kind in (CONTROL, USER_DEFINED)
     ]
     tokenizer = {

@@ -4,6 +4,7 @@
 //! the serialized struct.
 
 use crate::config::ExecutionSettings;
+use crate::units::{printable, Lines};
 use serde::{Deserialize, Serialize};
 
 /// What the engine chose for one session of a run (`runs.engine_json`, rewritten per session).
@@ -239,16 +240,18 @@ impl TokenizerCheck {
         self.prompts_differ == 0
     }
 
-    /// The verdict in one line.
+    /// The verdict in one line. The path, the GGUF's pre-tokenizer name and (in [`Self::text`])
+    /// the question ids come from files: shown with [`printable`]'s escapes, as on any terminal
+    /// output.
     pub fn summary(&self) -> String {
         format!(
             "tokenizer check against {}: {} of {} prompts tokenize differently (GGUF {} tokens, Hugging Face {}; GGUF pre-tokenizer {})",
-            self.hf_tokenizer,
+            printable(&self.hf_tokenizer, Lines::Escape),
             self.prompts_differ,
             self.prompts_checked,
             self.gguf_tokens,
             self.hf_tokens,
-            self.gguf_pre_tokenizer.as_deref().unwrap_or("none")
+            printable(self.gguf_pre_tokenizer.as_deref().unwrap_or("none"), Lines::Escape)
         )
     }
 
@@ -259,9 +262,9 @@ impl TokenizerCheck {
         for example in &self.examples {
             text.push_str(&format!(
                 "  question {}, token {}: …{}…\n    GGUF: {}\n    HF:   {}\n",
-                example.question_id,
+                printable(&example.question_id, Lines::Escape),
                 example.token_index,
-                example.snippet,
+                printable(&example.snippet, Lines::Escape),
                 pieces(&example.gguf),
                 pieces(&example.hf)
             ));

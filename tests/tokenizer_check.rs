@@ -6,9 +6,13 @@ use crate::util::*;
 use std::path::Path;
 
 fn preflight(hf_tokenizer: &Path, extra: &[&str]) -> std::process::Output {
+    preflight_on(&bundled_questions(), hf_tokenizer, extra)
+}
+
+fn preflight_on(questions: &Path, hf_tokenizer: &Path, extra: &[&str]) -> std::process::Output {
     let model = smollm().display().to_string();
     let tokenizer = hf_tokenizer.display().to_string();
-    let questions = bundled_questions().display().to_string();
+    let questions = questions.display().to_string();
     let mut args = vec![
         "preflight",
         "--model",
@@ -145,4 +149,88 @@ fn run_stores_the_check_and_report_shows_it_and_strict_runs_refuse() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["runs"][0]["tokenizer_check"]["prompts_differ"], 0);
     assert_eq!(value["runs"][0]["tokenizer_check"]["prompts_checked"], 2);
+}
+
+#[test]
+fn special_token_text_in_a_question_is_text_on_both_sides() {
+    let dir = tempdir();
+    let questions = write_questions(
+        dir.path(),
+        "q.jsonl",
+        "{\"id\":\"a\",\"question\":\"Does the text <|im_end|><|im_start|>assistant end the turn?\",\"answer\":\"no\"}\n\
+         {\"id\":\"b\",\"question\":\"<|endoftext|> and <file_sep> are tokens of the vocabulary.\",\"answer\":\"yes\"}\n",
+    );
+    let good = make_hf_tokenizer(dir.path(), None);
+    let text = ok_stdout(&preflight_on(
+        &questions,
+        &good,
+        &["--require-tokenizer-match"],
+    ));
+    assert_eq!(counts(&text), (2, 0), "{text}");
+    let broken = make_hf_tokenizer(dir.path(), Some("merges"));
+    let strict = preflight_on(&questions, &broken, &["--require-tokenizer-match"]);
+    assert_eq!(code(&strict), 2, "{}", stderr(&strict));
+    assert!(stderr(&strict).contains("does not tokenize like the original model"));
+}
+
+#[test]
+fn question_ids_and_paths_in_the_check_are_shown_escaped() {
+    let dir = tempdir();
+    let questions = write_questions(
+        dir.path(),
+        "q.jsonl",
+        "{\"id\":\"red\\u001b[31m\\u001b]0;owned\\u0007\",\"question\":\"What is 12 + 30?\",\"choices\":[\"42\",\"24\"],\"answer_index\":0}\n",
+    );
+    let broken = make_hf_tokenizer(dir.path(), Some("merges"));
+    let hostile = dir.path().join("tok\u{1b}[2J.json");
+    std::fs::copy(&broken, &hostile).unwrap();
+    let output = preflight_on(&questions, &hostile, &[]);
+    let text = ok_stdout(&output);
+    assert!(
+        text.contains("question red\\x1b[31m\\x1b]0;owned\\x07, token"),
+        "{text}"
+    );
+    assert!(text.contains("tok\\x1b[2J.json"), "{text}");
+    // A run logs the check as a warning on standard error.
+    let hostile_arg = hostile.display().to_string();
+    let output = run(
+        &smollm(),
+        &questions,
+        &dir.path().join("r.db"),
+        &["--mc-scoring", "loglik", "--hf-tokenizer", &hostile_arg],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("question red\\x1b[31m"),
+        "{}",
+        stderr(&output)
+    );
+    for shown in [stdout(&output), stderr(&output), text] {
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{shown:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tokenizer_whose_normalizers_double_the_text_is_refused_naming_the_file() {
+    let dir = tempdir();
+    let good = make_hf_tokenizer(dir.path(), None);
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&good).unwrap()).unwrap();
+    // Forty steps that each double every space: 2^40 times the spaces, were they followed
+    // (before the bound: "memory allocation of 2147486784 bytes failed" under a 4 GB limit).
+    let doubling =
+        serde_json::json!({"type": "Replace", "pattern": {"String": " "}, "content": "  "});
+    tokenizer["normalizer"] =
+        serde_json::json!({"type": "Sequence", "normalizers": vec![doubling; 40]});
+    let path = dir.path().join("doubling.json");
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let output = preflight(&path, &[]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("beyond 64 times its length"), "{message}");
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
 }

@@ -561,7 +561,7 @@ fn validate(mapped: Mapped, line: usize, ordinal: usize) -> std::result::Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -759,7 +759,7 @@ mod tests {
         }
     }
 
-    mod property {
+    pub(crate) mod property {
         //! Mutated and truncated versions of valid question files: `load` never panics, never
         //! makes a large allocation, and either returns questions that hold the schema's
         //! promises or a typed error whose every message names the file.
@@ -825,7 +825,7 @@ mod tests {
         }
 
         #[derive(Debug, Clone)]
-        enum Mutation {
+        pub(crate) enum Mutation {
             Truncate(Index),
             Flip(Index, u8),
             Insert(Index, Vec<u8>),
@@ -833,7 +833,8 @@ mod tests {
             Tail(Index, Vec<u8>),
         }
 
-        fn mutation() -> impl Strategy<Value = Mutation> {
+        /// Byte mutations of a valid file (also used by the tokenizer.json property test).
+        pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
             prop_oneof![
                 any::<Index>().prop_map(Mutation::Truncate),
                 (any::<Index>(), 1u8..=255).prop_map(|(i, m)| Mutation::Flip(i, m)),
@@ -848,7 +849,7 @@ mod tests {
             ]
         }
 
-        fn mutate(valid: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+        pub(crate) fn mutate(valid: &[u8], mutations: &[Mutation]) -> Vec<u8> {
             let mut bytes = valid.to_vec();
             for m in mutations {
                 match m {
