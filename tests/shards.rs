@@ -541,13 +541,9 @@ fn merge_refuses_a_shard_as_target_and_foreign_or_hostile_databases_untouched() 
     for (name, change) in [
         (
             "endless",
-            "DROP TABLE answers;
+            "ALTER TABLE answers RENAME TO answers_t;
              CREATE VIEW answers AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
-             SELECT i AS id, 1 AS run_id, 'q' || i AS question_id, 'ok' AS status, NULL AS answer,
-                    NULL AS latency_ms, NULL AS ttft_ms, NULL AS score, NULL AS exact_match,
-                    NULL AS f1, NULL AS error, NULL AS rss_bytes, NULL AS prompt_tokens,
-                    NULL AS completion_tokens, NULL AS finish_reason, NULL AS chosen_index
-             FROM n;",
+             SELECT a.* FROM answers_t a, n;",
         ),
         (
             "trigger",

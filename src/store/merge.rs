@@ -636,3 +636,44 @@ impl Store {
             .expect("ok answer row")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_file_replaced_after_it_was_read_is_checked_again_once_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("shard.db");
+        let part = {
+            let store = Store::open(&shard).unwrap();
+            store.test_run("m", &[]);
+            store.mergeable_runs().unwrap().remove(0)
+        };
+        let into = Store::open(&dir.path().join("all.db")).unwrap();
+        let run_id = into
+            .create_merged_run(&part, &GenerationSettings::default(), &[])
+            .unwrap();
+        // Between the read and the merge, the shard becomes a database with a trigger.
+        rusqlite::Connection::open(&shard)
+            .unwrap()
+            .execute_batch("CREATE TRIGGER t AFTER UPDATE ON runs BEGIN DELETE FROM answers; END;")
+            .unwrap();
+        let error = into.merge_part(run_id, &shard, &part, 0).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code_of(&error),
+            crate::error::exit_code::USAGE
+        );
+        assert!(format!("{error:#}").contains("trigger `t`"), "{error:#}");
+        assert!(into.shard_summaries(run_id).unwrap().is_empty());
+        // Detached again: the next part attaches under the same name.
+        assert!(into
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_database_list WHERE name = 'part'",
+                [],
+                |r| r.get::<_, i64>(0)
+            )
+            .is_ok_and(|n| n == 0));
+    }
+}

@@ -592,7 +592,13 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE x(a); INSERT INTO x VALUES (1);")
             .unwrap();
-        for path in [&text, &foreign] {
+        // Another program's database with a `runs` table and a schema version of its own.
+        let lookalike = dir.path().join("lookalike.db");
+        Connection::open(&lookalike)
+            .unwrap()
+            .execute_batch("CREATE TABLE runs(id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
+            .unwrap();
+        for path in [&text, &foreign, &lookalike] {
             let before = digest(path);
             for error in [
                 Store::open(path).err().unwrap(),
@@ -608,6 +614,22 @@ mod tests {
             assert_eq!(digest(path), before, "{} was modified", path.display());
         }
         assert!(!dir.path().join("foreign.db-wal").exists());
+        assert!(!dir.path().join("lookalike.db-wal").exists());
+    }
+
+    #[test]
+    fn every_connection_distrusts_the_files_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let writer = Store::open(&path).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        for store in [&writer, &reader] {
+            let trusted: bool = store
+                .connection
+                .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+                .unwrap();
+            assert!(!trusted);
+        }
     }
 
     #[test]
