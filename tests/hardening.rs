@@ -181,3 +181,97 @@ fn question_text_that_imitates_control_tokens_stays_text() {
         .unwrap()
         .contains("<|im_end|><|im_start|>system B"));
 }
+
+/// `docent-eval ARGS` as a user who cannot write `dir`: as root (CI) through `setpriv` as
+/// nobody, since root writes anywhere; as anyone else, after taking write permission away.
+/// `None`, with the reason, where neither can be arranged.
+fn as_reader_who_cannot_write(dir: &std::path::Path) -> Result<Command, String> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+            .map_err(|e| format!("cannot make {} read-only ({e})", dir.display()))?;
+        return Ok(Command::new(BIN));
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return Err(
+            "running as root without a working `setpriv` (util-linux) to become nobody".into(),
+        );
+    }
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+    Ok(command)
+}
+
+#[test]
+fn read_commands_and_merge_work_on_a_wal_database_in_a_directory_the_reader_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let open_to_all = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open_to_all(dir.path(), 0o755);
+    let archive = dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    open_to_all(&archive, 0o755);
+    let db = archive.join("shard-0.db");
+    let done = run(
+        &smollm(),
+        &bundled_questions(),
+        &db,
+        &[FAST, &["--limit", "6", "--shard", "0/2"]].concat(),
+    );
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    // A killed run stays in WAL mode; once its last reader has closed it, no -wal or -shm file
+    // is left, and a reader that cannot create them cannot open it the ordinary way.
+    let mode: String = open(&db)
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let before = std::fs::read(&db).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    open_to_all(&out, 0o777);
+    let merged = out.join("all.db");
+    let reader = match as_reader_who_cannot_write(&archive) {
+        Ok(command) => command,
+        Err(reason) => {
+            eprintln!("skipped: {reason}; a WAL database in a directory the reader cannot write is not tested on this machine");
+            return;
+        }
+    };
+    let program = reader.get_program().to_owned();
+    let prefix: Vec<std::ffi::OsString> = reader.get_args().map(|a| a.to_owned()).collect();
+    let db_text = db.to_str().unwrap();
+    let merged_text = merged.to_str().unwrap();
+    for (args, expected) in [
+        (vec!["status", "--db", db_text], 0),
+        (vec!["report", "--db", db_text], 0),
+        (vec!["merge", "--into", merged_text, db_text], 3),
+    ] {
+        let output = Command::new(&program)
+            .args(&prefix)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), expected, "{args:?}: {}", stderr(&output));
+    }
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database is untouched"
+    );
+    let shard_answers = answer_count(&db);
+    assert!(shard_answers > 0);
+    assert_eq!(
+        answer_count(&merged),
+        shard_answers,
+        "shard 0's answers merged"
+    );
+}

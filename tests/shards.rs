@@ -424,12 +424,13 @@ fn a_merge_that_fails_on_one_shard_keeps_the_shards_merged_before_it() {
         2,
         &["--max-tokens", "4", "--limit", "10"],
     );
-    // A shard database that reads as one (its run, partition and questions) but whose answers
-    // cannot be copied: the merge fails inside that shard's transaction.
+    // A shard database that reads as one (schema, run, partition and questions) but whose
+    // generation time overflows the merged run's total: the merge fails inside that shard's
+    // transaction.
     let broken = dir.path().join("shard-1-broken.db");
     std::fs::copy(&shards[1], &broken).unwrap();
     open(&broken)
-        .execute_batch("ALTER TABLE answers DROP COLUMN parallel_slot")
+        .execute_batch("UPDATE runs SET active_ms = 9223372036854775807")
         .unwrap();
     let all = dir.path().join("all.db");
     let output = merge(&all, &[shards[0].clone(), broken.clone()], &[]);
@@ -463,4 +464,161 @@ fn a_merge_that_fails_on_one_shard_keeps_the_shards_merged_before_it() {
     let output = merge(&all, &shards, &[]);
     assert_eq!(code(&output), 0, "{}", stderr(&output));
     assert_eq!(answers(&all, 1).len(), 10);
+}
+
+fn digest(path: &Path) -> String {
+    docent_eval::dataset::hex_sha256(&std::fs::read(path).unwrap())
+}
+
+/// A command that must end: a hostile database once made `status` and `merge` loop forever, so
+/// a hang fails the test (after a guard far beyond any normal run) instead of stalling the suite.
+fn ends(command: &mut std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().ok();
+            panic!("{command:?} hung on a hostile database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn docent() -> std::process::Command {
+    std::process::Command::new(BIN)
+}
+
+#[test]
+fn merge_refuses_a_shard_as_target_and_foreign_or_hostile_databases_untouched() {
+    let dir = tempdir();
+    let shards = run_shards(
+        dir.path(),
+        &bundled_questions(),
+        2,
+        &["--max-tokens", "4", "--limit", "6"],
+    );
+    let untouched = |path: &Path, before: &str, output: &std::process::Output, expected: &str| {
+        assert_eq!(code(output), 2, "{}{}", stdout(output), stderr(output));
+        assert!(stderr(output).contains(expected), "{}", stderr(output));
+        assert_eq!(digest(path), before, "{} was written", path.display());
+        assert!(!Path::new(&format!("{}-wal", path.display())).exists());
+    };
+    // `merge --into out/shard-*.db`: the pattern makes shard 0 the target.
+    let shard_0 = digest(&shards[0]);
+    let output = merge(&shards[0], &shards[1..], &[]);
+    untouched(&shards[0], &shard_0, &output, "a shard database");
+    // The same file by another name: a hard link.
+    let link = dir.path().join("link.db");
+    std::fs::hard_link(&shards[0], &link).unwrap();
+    let output = merge(&link, &shards, &[]);
+    untouched(&shards[0], &shard_0, &output, "also given as a shard");
+
+    // Another program's file with a `runs` table and a schema version of its own.
+    let foreign = dir.path().join("other-program.db");
+    open(&foreign)
+        .execute_batch(
+            "CREATE TABLE runs(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO runs(name) VALUES ('x');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    let before = digest(&foreign);
+    let output = merge(&foreign, &shards, &[]);
+    untouched(&foreign, &before, &output, "did not create");
+    let output = run(&smollm(), &bundled_questions(), &foreign, &["--limit", "1"]);
+    untouched(&foreign, &before, &output, "did not create");
+
+    // Shard 1 with hostile schema objects: an `answers` that is a view (one that never ends),
+    // a trigger, an index on an expression.
+    let all = dir.path().join("all.db");
+    for (name, change) in [
+        (
+            "endless",
+            "ALTER TABLE answers RENAME TO answers_t;
+             CREATE VIEW answers AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+             SELECT a.* FROM answers_t a, n;",
+        ),
+        (
+            "trigger",
+            "CREATE TRIGGER t AFTER UPDATE ON runs BEGIN DELETE FROM answers; END;",
+        ),
+        ("index", "CREATE INDEX e ON answers(length(answer));"),
+    ] {
+        let hostile = dir.path().join(format!("shard-1-{name}.db"));
+        std::fs::copy(&shards[1], &hostile).unwrap();
+        open(&hostile).execute_batch(change).unwrap();
+        let before = digest(&hostile);
+        let db = path_text(&hostile);
+        for args in [
+            vec!["status", "--db", db.as_str()],
+            vec!["report", "--db", db.as_str()],
+        ] {
+            let output = ends(docent().args(&args));
+            untouched(&hostile, &before, &output, "schema was changed");
+        }
+        let output = ends(
+            docent()
+                .args(["merge", "--into"])
+                .arg(&all)
+                .arg(&shards[0])
+                .arg(&hostile),
+        );
+        untouched(&hostile, &before, &output, "schema was changed");
+        assert!(!all.exists(), "a refused merge wrote {}", all.display());
+    }
+}
+
+#[test]
+fn merge_takes_any_path_and_shows_stored_text_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir();
+    let shards = run_shards(
+        dir.path(),
+        &bundled_questions(),
+        2,
+        &["--max-tokens", "4", "--limit", "6"],
+    );
+    // A directory whose name is not UTF-8, and a path written with a leading `//`.
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff #?%"));
+    std::fs::create_dir(&odd).unwrap();
+    let shard_0 = odd.join("shard-0.db");
+    std::fs::copy(&shards[0], &shard_0).unwrap();
+    let slashed = PathBuf::from(format!("/{}", shards[1].display()));
+    let into = odd.join("all.db");
+    let output = docent()
+        .args(["merge", "--into"])
+        .arg(&into)
+        .arg(&shard_0)
+        .arg(&slashed)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(answers(&into, 1).len(), 6);
+
+    // A shard whose host name and planned question ids carry terminal escapes.
+    let hostile = dir.path().join("shard-0-hostile.db");
+    std::fs::copy(&shards[0], &hostile).unwrap();
+    open(&hostile)
+        .execute_batch(
+            "UPDATE runs SET host_json = json_set(host_json, '$.hostname', 'node' || char(27) || '[31m');
+             UPDATE shard_plan SET question_id = question_id || char(27) || ']0;pwned' || char(7)
+             WHERE shard_index = 1;",
+        )
+        .unwrap();
+    let output = merge(&dir.path().join("escaped.db"), &[hostile], &[]);
+    assert_eq!(code(&output), 3, "shard 1 missing: {}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("on node\\x1b[31m ("), "{text}");
+    assert!(text.contains("\\x1b]0;pwned\\x07"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
 }

@@ -1,10 +1,11 @@
 //! Merging shard databases (`merge --into`): reading a shard's run and partition, creating the
 //! merged run, and copying one shard run into it in one transaction. The shard database is
-//! attached read-only by a bound path; no statement is built from user input.
+//! attached read-only by a bound URI, its schema checked first; no statement is built from user
+//! input.
 
-use super::{PlannedQuestion, RunStatus, Store};
+use super::{Identity, PlannedQuestion, RunStatus, Store};
 use crate::config::GenerationSettings;
-use crate::error::Result;
+use crate::error::{usage, Result};
 use crate::units::now_text;
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
@@ -224,15 +225,51 @@ impl Store {
         part: &MergeableRun,
         shard_index: u32,
     ) -> Result<PartCounts> {
-        self.connection.execute(
-            "ATTACH DATABASE ?1 AS part",
-            params![format!("file:{}?mode=ro", super::uri_path(source))],
-        )?;
+        self.attach_part(source)?;
         let merged = self.merge_attached(run_id, source, part, shard_index);
         let detached = self.connection.execute_batch("DETACH DATABASE part");
         let counts = merged?;
         detached?;
         Ok(counts)
+    }
+
+    /// Attach the shard database at `source` read-only as `part`, by a URI that names any path,
+    /// once its schema is checked as an opened database's is: the file may have been replaced
+    /// since it was read.
+    fn attach_part(&self, source: &Path) -> Result<()> {
+        let uri = super::file_uri(source);
+        let attach = |mode: &str| {
+            self.connection.execute(
+                "ATTACH DATABASE ?1 AS part",
+                params![format!("{uri}?{mode}")],
+            )
+        };
+        let mut attached = false;
+        let probe = attach("mode=ro").and_then(|_| {
+            attached = true;
+            self.connection
+                .query_row("SELECT COUNT(*) FROM part.sqlite_master", [], |_| Ok(()))
+        });
+        if let Err(e) = probe {
+            if attached {
+                self.connection.execute_batch("DETACH DATABASE part")?;
+            }
+            if !super::needs_immutable(&e) {
+                return Err(e.into());
+            }
+            // As a read-only connection does: no shared-memory file can be made here.
+            attach("mode=ro&immutable=1")?;
+        }
+        let refused = match super::schema::identify(&self.connection, "part", source, "") {
+            Ok(Identity::Ours) => return Ok(()),
+            Ok(Identity::Empty) => usage(format!(
+                "{}: an empty database holds no shard run; give the databases of a run's shards",
+                source.display()
+            )),
+            Err(e) => e,
+        };
+        self.connection.execute_batch("DETACH DATABASE part")?;
+        Err(refused)
     }
 
     /// [`Store::merge_part`] with the shard database attached as `part`: the part compared with
@@ -549,4 +586,94 @@ fn refresh_merged_run(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+impl Store {
+    /// What a merge decides, as text: the merged runs (without the clock, and without the host,
+    /// which is the first merged part's), their answers, questions and parts (without the
+    /// copy's path and the merge time), each in a fixed order.
+    pub(crate) fn merged_state(&self) -> String {
+        let queries = [
+            "SELECT id, status, status_reason, started_at, model_sha256, questions_sha256,
+                    question_count, config_json, active_ms, sessions FROM runs ORDER BY id",
+            "SELECT run_id, question_id, status, answer, error, latency_ms FROM answers
+             ORDER BY run_id, question_id",
+            "SELECT run_id, question_id, ordinal, question FROM questions
+             ORDER BY run_id, question_id",
+            "SELECT run_id, shard_index, host, source_started_at, source_run_id, status,
+                    status_reason, finished_at, active_ms, sessions, question_count, answers,
+                    ok_answers, answers_sha256 FROM shard_parts
+             ORDER BY run_id, shard_index, host, source_started_at",
+        ];
+        let mut text = String::new();
+        for sql in queries {
+            let mut statement = self.connection.prepare(sql).expect("merged-state query");
+            let columns = statement.column_count();
+            let mut rows = statement.query([]).expect("merged-state rows");
+            while let Some(row) = rows.next().expect("merged-state row") {
+                let values: Vec<String> = (0..columns)
+                    .map(|i| format!("{:?}", row.get_ref(i).expect("column")))
+                    .collect();
+                text.push_str(&values.join("|"));
+                text.push('\n');
+            }
+            text.push_str("--\n");
+        }
+        text
+    }
+
+    /// The `ok` answers of every run: (question id, answer text).
+    pub(crate) fn ok_answers(&self) -> std::collections::BTreeSet<(String, Option<String>)> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT question_id, answer FROM answers WHERE status = 'ok'")
+            .expect("ok answers query");
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("ok answers");
+        rows.collect::<rusqlite::Result<_>>()
+            .expect("ok answer row")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_file_replaced_after_it_was_read_is_checked_again_once_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("shard.db");
+        let part = {
+            let store = Store::open(&shard).unwrap();
+            store.test_run("m", &[]);
+            store.mergeable_runs().unwrap().remove(0)
+        };
+        let into = Store::open(&dir.path().join("all.db")).unwrap();
+        let run_id = into
+            .create_merged_run(&part, &GenerationSettings::default(), &[])
+            .unwrap();
+        // Between the read and the merge, the shard becomes a database with a trigger.
+        rusqlite::Connection::open(&shard)
+            .unwrap()
+            .execute_batch("CREATE TRIGGER t AFTER UPDATE ON runs BEGIN DELETE FROM answers; END;")
+            .unwrap();
+        let error = into.merge_part(run_id, &shard, &part, 0).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code_of(&error),
+            crate::error::exit_code::USAGE
+        );
+        assert!(format!("{error:#}").contains("trigger `t`"), "{error:#}");
+        assert!(into.shard_summaries(run_id).unwrap().is_empty());
+        // Detached again: the next part attaches under the same name.
+        assert!(into
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_database_list WHERE name = 'part'",
+                [],
+                |r| r.get::<_, i64>(0)
+            )
+            .is_ok_and(|n| n == 0));
+    }
 }

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 mod merge;
 mod read;
+mod schema;
 mod write;
+
+use schema::Identity;
 
 pub use merge::{MergeableRun, MissingQuestion, PartCounts};
 
@@ -227,15 +230,6 @@ pub struct ChoiceScores {
     pub answer: Option<AnswerRow>,
 }
 
-/// What [`Store::check_identity`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Identity {
-    /// No schema yet (a new file).
-    Empty,
-    /// A docent-eval database this binary can read.
-    Ours,
-}
-
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -248,33 +242,73 @@ fn cannot_open(path: &Path, error: &rusqlite::Error) -> anyhow::Error {
     ))
 }
 
-/// A read-only connection. A WAL database on a read-only mount cannot create its shared-memory
-/// file; SQLite then opens it only as `immutable`, which is true there: nobody can write it.
+/// A read-only connection. A WAL database on a read-only mount, or in a directory this user
+/// cannot write (a killed run read by another user), cannot get its shared-memory file; SQLite
+/// then opens it only as `immutable`, which is true there: nobody can write it.
 fn read_only_connection(path: &Path) -> Result<Connection> {
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = Connection::open_with_flags(path, flags).map_err(|e| cannot_open(path, &e))?;
+    let open = |target: &Path, flags: OpenFlags| -> Result<Connection> {
+        let connection =
+            Connection::open_with_flags(target, flags).map_err(|e| cannot_open(path, &e))?;
+        schema::distrust_schema(&connection).map_err(|e| cannot_open(path, &e))?;
+        Ok(connection)
+    };
+    let connection = open(path, flags)?;
     match connection.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(())) {
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::CannotOpen => {
-            let uri = format!("file:{}?immutable=1", uri_path(path));
-            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
-                .map_err(|e| cannot_open(path, &e))
+        Err(e) if needs_immutable(&e) => {
+            warn_if_wal_unread(path);
+            let uri = format!("{}?immutable=1", file_uri(path));
+            open(Path::new(&uri), flags | OpenFlags::SQLITE_OPEN_URI)
         }
         _ => Ok(connection),
     }
 }
 
-/// `path` for a `file:` URI: the characters that URIs reserve are percent-encoded.
-fn uri_path(path: &Path) -> String {
-    let mut text = String::new();
-    // By character: a byte at a time would turn a Korean directory name into Latin-1 mojibake.
-    for c in path.to_string_lossy().chars() {
-        match c {
-            '%' | '?' | '#' => text.push_str(&format!("%{:02X}", c as u32)),
-            c => text.push(c),
+/// Whether a read of a WAL database failed only because its shared-memory file cannot be made
+/// (read-only file system, or a directory this user cannot write).
+fn needs_immutable(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, _)
+        if matches!(e.code, rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly))
+}
+
+/// An `immutable` read does not see a write-ahead log: say so when one with content is there.
+fn warn_if_wal_unread(path: &Path) {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        log::warn!(
+            "{}: read without its write-ahead log (it cannot be opened here), so the answers committed last may not show; read it where the directory is writable",
+            path.display()
+        );
+    }
+}
+
+/// `path` as an absolute `file:` URI that names exactly its bytes: every byte but unreserved
+/// ASCII and `/` is percent-encoded (a Korean or non-UTF-8 name included), and a path written
+/// with a leading `//` is not read as a URI authority.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let mut bytes = absolute.as_os_str().as_bytes();
+    while bytes.starts_with(b"//") {
+        bytes = &bytes[1..];
+    }
+    let mut uri = String::from("file://");
+    if !bytes.starts_with(b"/") {
+        uri.push('/');
+    }
+    for &byte in bytes {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(char::from(byte))
+            }
+            _ => uri.push_str(&format!("%{byte:02X}")),
         }
     }
-    text
+    uri
 }
 
 /// The views as temporary views of one connection (temp objects shadow the file's own).
@@ -309,8 +343,10 @@ impl Store {
     /// its schema up to date. A file that is not a docent-eval database, or one written by a
     /// newer docent-eval, is refused before anything in it changes.
     pub fn open(path: &Path) -> Result<Store> {
+        let connection = Connection::open(path).map_err(|e| cannot_open(path, &e))?;
+        schema::distrust_schema(&connection).map_err(|e| cannot_open(path, &e))?;
         let mut store = Store {
-            connection: Connection::open(path).map_err(|e| cannot_open(path, &e))?,
+            connection,
             path: path.to_path_buf(),
             file_id: None,
             holder: None,
@@ -352,6 +388,20 @@ impl Store {
                 path.display()
             )));
         }
+        Store::open_read_only_if_any(path)?.ok_or_else(|| {
+            usage(format!(
+                "--db {}: an empty database holds no runs; check the path",
+                path.display()
+            ))
+        })
+    }
+
+    /// [`Store::open_read_only`] for a file that may not be a database yet: `None` when it does
+    /// not exist or holds no schema (what `run` or `merge` would create).
+    pub fn open_read_only_if_any(path: &Path) -> Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
         let store = Store {
             connection: read_only_connection(path)?,
             path: path.to_path_buf(),
@@ -359,52 +409,19 @@ impl Store {
             holder: None,
         };
         if store.check_identity()? == Identity::Empty {
-            return Err(usage(format!(
-                "--db {}: an empty database holds no runs; check the path",
-                path.display()
-            )));
+            return Ok(None);
         }
         store
             .connection
             .execute_batch("PRAGMA busy_timeout = 10000;")?;
         store.connection.execute_batch(&temporary_views())?;
-        Ok(store)
+        Ok(Some(store))
     }
 
     /// What the file is, read without writing: an empty database, or one of ours at a schema
-    /// this binary understands. Anything else is refused.
+    /// this binary understands, as its migrations made it. Anything else is refused.
     fn check_identity(&self) -> Result<Identity> {
-        let path = self.path.display();
-        let version: u32 = self
-            .connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(|e| {
-                usage(format!(
-                    "--db {path}: not a SQLite database ({e}); give a docent-eval results database or a new file name"
-                ))
-            })?;
-        let (objects, has_runs): (i64, bool) = self.connection.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(type = 'table' AND name = 'runs'), 0) > 0
-             FROM sqlite_master",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        let latest = schema_version();
-        if version > latest {
-            return Err(Error::SchemaTooNew {
-                path: self.path.clone(),
-                found: version,
-                supported: latest,
-            }
-            .into());
-        }
-        match (version, objects, has_runs) {
-            (0, 0, _) => Ok(Identity::Empty),
-            (v, _, true) if v > 0 => Ok(Identity::Ours),
-            _ => Err(usage(format!(
-                "--db {path}: a SQLite database that docent-eval did not create; it is left untouched. Give a docent-eval results database or a new file name"
-            ))),
-        }
+        schema::identify(&self.connection, "main", &self.path, "--db ")
     }
 
     /// The database path.
@@ -489,11 +506,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uri_paths_escape_what_uris_reserve_and_keep_hangul() {
+    fn file_uris_name_every_byte_of_the_path() {
+        use std::os::unix::ffi::OsStrExt;
         assert_eq!(
-            uri_path(Path::new("/runs/결과 #1?50%.db")),
-            "/runs/결과 %231%3F50%25.db"
+            file_uri(Path::new("/runs/결과 #1?50%.db")),
+            "file:///runs/%EA%B2%B0%EA%B3%BC%20%231%3F50%25.db"
         );
+        assert_eq!(
+            file_uri(Path::new(std::ffi::OsStr::from_bytes(b"/no/such/bad\xff"))),
+            "file:///no/such/bad%FF"
+        );
+        assert_eq!(file_uri(Path::new("//no/such")), "file:///no/such");
     }
 
     #[test]
@@ -569,7 +592,13 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE x(a); INSERT INTO x VALUES (1);")
             .unwrap();
-        for path in [&text, &foreign] {
+        // Another program's database with a `runs` table and a schema version of its own.
+        let lookalike = dir.path().join("lookalike.db");
+        Connection::open(&lookalike)
+            .unwrap()
+            .execute_batch("CREATE TABLE runs(id INTEGER PRIMARY KEY); PRAGMA user_version = 3;")
+            .unwrap();
+        for path in [&text, &foreign, &lookalike] {
             let before = digest(path);
             for error in [
                 Store::open(path).err().unwrap(),
@@ -585,6 +614,22 @@ mod tests {
             assert_eq!(digest(path), before, "{} was modified", path.display());
         }
         assert!(!dir.path().join("foreign.db-wal").exists());
+        assert!(!dir.path().join("lookalike.db-wal").exists());
+    }
+
+    #[test]
+    fn every_connection_distrusts_the_files_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let writer = Store::open(&path).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        for store in [&writer, &reader] {
+            let trusted: bool = store
+                .connection
+                .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+                .unwrap();
+            assert!(!trusted);
+        }
     }
 
     #[test]
