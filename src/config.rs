@@ -322,14 +322,18 @@ impl Default for ExecutionSettings {
     }
 }
 
+/// Most sequences a llama.cpp context holds (`LLAMA_MAX_SEQ`): a larger `n_seq_max` fails
+/// context creation, a larger sequence id fails the decode. Kept here with the other ranges
+/// (`--parallel`); the engine re-exports it.
+pub const MAX_SEQUENCES: u32 = 256;
+
 impl ExecutionSettings {
     /// Check ranges; each problem is one sentence naming the flag.
     pub fn validate(&self) -> Result<()> {
-        if self.parallel == 0 || self.parallel > crate::engine::MAX_SEQUENCES {
+        if self.parallel == 0 || self.parallel > MAX_SEQUENCES {
             return Err(Error::Usage(format!(
                 "--parallel {} must be between 1 and {} (llama.cpp's sequences per context)",
-                self.parallel,
-                crate::engine::MAX_SEQUENCES
+                self.parallel, MAX_SEQUENCES
             ))
             .into());
         }
@@ -451,7 +455,7 @@ mod tests {
         }
         assert!(GenerationSettings::default().validate().is_ok());
         // Past llama.cpp's sequences per context the run would fail only after the model loads.
-        for parallel in [0, crate::engine::MAX_SEQUENCES + 1] {
+        for parallel in [0, MAX_SEQUENCES + 1] {
             let exec = ExecutionSettings {
                 parallel,
                 ..Default::default()
@@ -463,7 +467,7 @@ mod tests {
                 .contains("--parallel"));
         }
         let most = ExecutionSettings {
-            parallel: crate::engine::MAX_SEQUENCES,
+            parallel: MAX_SEQUENCES,
             ..Default::default()
         };
         assert!(most.validate().is_ok());

@@ -42,9 +42,7 @@ impl Token {
 /// The plain prompt used when the GGUF carries no chat template llama.cpp can apply.
 pub const FALLBACK_FORMAT: &str = "{system}\n\nQuestion: {question}\nAnswer:";
 
-/// Most sequences a llama.cpp context holds (`LLAMA_MAX_SEQ`): a larger `n_seq_max` fails
-/// context creation, a larger sequence id fails the decode.
-pub const MAX_SEQUENCES: u32 = 256;
+pub use crate::config::MAX_SEQUENCES;
 
 fn backend() -> &'static LlamaBackend {
     static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
